@@ -1,0 +1,3 @@
+from streamsend.cli import main
+
+raise SystemExit(main())
