@@ -1,0 +1,253 @@
+"""The configuration model: every Streamsend property, once.
+
+Each property is a dataclass field whose metadata is a :class:`Setting`. Parsing,
+validation, precedence (``configload.py``), ``--help`` (``cli.py``) and
+``docs/configuration.md`` (``configdocs.py``) are all derived from these fields, so a
+property is added or changed here and nowhere else.
+
+Property names follow the original Streamsend documentation so existing config files
+keep working. Any librdkafka client property (``security.protocol``, ``linger.ms``...)
+is passed through to the Kafka client unchanged and lives in ``kafka``, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the configuration model knows about one property."""
+
+    name: str
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    # Returns a description of the broken rule, or None when the value is fine.
+    check: Callable[[Any], str | None] | None = None
+    default_text: str | None = None  # how the default reads in docs when computed at run time
+    secret: bool = False
+
+
+def setting(name: str, default: Any, help: str, **kw: Any) -> Any:
+    """Declare a property as a dataclass field (``default=REQUIRED`` makes it mandatory)."""
+    meta = {"setting": Setting(name=name, help=help, **kw)}
+    if default is REQUIRED:
+        return field(metadata=meta)
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _valid_regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"must be a valid regular expression ({exc})"
+    return None
+
+
+_NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _valid_uploader_name(value: str) -> str | None:
+    if not _NAME_RULE.fullmatch(value):
+        return "must be 1-128 characters of letters, digits, '.', '_' or '-', not starting with '.'"
+    return None
+
+
+def default_uploader_name() -> str:
+    host = socket.gethostname().split(".")[0] or "uploader"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", host).lstrip(".-_")
+    return cleaned[:128] or "uploader"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    """Properties both the uploader and the downloader read."""
+
+    role: ClassVar[str] = "common"
+
+    bootstrap_servers: str = setting(
+        "bootstrap.servers",
+        REQUIRED,
+        "Kafka brokers to connect to, as host:port[,host:port...].",
+    )
+    topic: str = setting(
+        "topic",
+        REQUIRED,
+        "Topic that carries the file chunks. The uploader creates it when missing.",
+    )
+    log_level: str = setting(
+        "log.level",
+        "INFO",
+        "Logging threshold.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    # librdkafka properties passed through to every Kafka client, verbatim.
+    kafka: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploaderSettings(CommonSettings):
+    """Properties of ``streamsend upload``."""
+
+    role: ClassVar[str] = "uploader"
+
+    input_dir: Path = setting(
+        "input.dir",
+        REQUIRED,
+        "Directory to watch. Subdirectories are walked and mirrored at the downloader.",
+    )
+    input_file_pattern: str = setting(
+        "input.file.pattern",
+        ".*",
+        "Regular expression that must match the whole file name for a file to be sent.",
+        check=_valid_regex,
+    )
+    file_minimum_age_ms: int = setting(
+        "file.minimum.age.ms",
+        5000,
+        "A file must be unmodified this long before it is sent (protects files being written).",
+        minimum=0,
+    )
+    file_maximum_age_ms: int = setting(
+        "file.maximum.age.ms",
+        0,
+        "Files unmodified for longer than this are ignored; 0 turns the limit off. "
+        "Must exceed file.minimum.age.ms.",
+        minimum=0,
+    )
+    uploader_name: str = setting(
+        "uploader.name",
+        default_uploader_name,
+        "Name of this uploader: the folder its files land in at the downloader.",
+        check=_valid_uploader_name,
+        default_text="the host name",
+    )
+    binary_chunk_size_bytes: int = setting(
+        "binary.chunk.size.bytes",
+        0,
+        "Bytes of file data per Kafka message; 0 sizes chunks automatically from the "
+        "broker's and topic's maximum message size.",
+        minimum=0,
+        maximum=1_000_000_000,
+    )
+    upload_payload_percentage: int = setting(
+        "upload.payload.percentage",
+        95,
+        "With automatic chunk sizing, the share of the maximum message size used for data "
+        "(the rest is left for key, headers and record overhead).",
+        minimum=1,
+        maximum=99,
+    )
+    topic_partitions: int = setting(
+        "topic.partitions",
+        1,
+        "Partitions of the chunk topic when the uploader creates it.",
+        minimum=1,
+        maximum=10_000,
+    )
+    topic_replication_factor: int = setting(
+        "topic.replication.factor",
+        0,
+        "Replication factor of topics the uploader creates; 0 means min(3, brokers in the "
+        "cluster).",
+        minimum=0,
+        maximum=32,
+    )
+    processing_state_topic: str = setting(
+        "processing.state.topic",
+        "streamsend-state-topic",
+        "Compacted topic where the uploader records what it has sent (one record per file), "
+        "so a restarted uploader does not send an unchanged file again.",
+    )
+    processing_state_checkpoint_interval_secs: int = setting(
+        "processing.state.checkpoint.interval.secs",
+        60,
+        "Longest time a state record may wait in the client before it is flushed to Kafka.",
+        minimum=1,
+        maximum=3600,
+    )
+    after_upload: str = setting(
+        "after.upload",
+        "keep",
+        "What to do with a file once every chunk is acknowledged: keep it, rename it with a "
+        ".FINISHED suffix, or delete it.",
+        choices=("keep", "rename", "delete"),
+    )
+    dry_run: bool = setting(
+        "dry.run",
+        False,
+        "Do everything except produce to Kafka (files are read, hashed and logged).",
+    )
+    generate_test_file_bytes: int = setting(
+        "generate.test.file.bytes",
+        0,
+        "When above 0, write a random test file of this size into input.dir every 10 seconds.",
+        minimum=0,
+        maximum=50_000_000,
+    )
+    scan_interval_ms: int = setting(
+        "scan.interval.ms",
+        1000,
+        "How often input.dir is scanned for new or modified files.",
+        minimum=10,
+        maximum=3_600_000,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloaderSettings(CommonSettings):
+    """Properties of ``streamsend download``."""
+
+    role: ClassVar[str] = "downloader"
+
+    output_dir: Path = setting(
+        "output.dir",
+        REQUIRED,
+        "Directory files are rebuilt under, as {output.dir}/{uploader.name}/{path}. "
+        "Created when missing.",
+    )
+    idle_exit_ms: int = setting(
+        "idle.exit.ms",
+        0,
+        "Exit after this long without a new message (0 = run until stopped). The exit code "
+        "says whether every file that was started has been delivered.",
+        minimum=0,
+    )
+    partial_file_expiry_ms: int = setting(
+        "partial.file.expiry.ms",
+        86_400_000,
+        "An unfinished file that receives nothing for this long is abandoned and its staging "
+        "data removed (an uploader that died mid-file sends it again from the start).",
+        minimum=1000,
+    )
+    commit_interval_ms: int = setting(
+        "commit.interval.ms",
+        5000,
+        "How often staged data is fsynced and the consumed offsets committed. Offsets are only "
+        "ever committed for data that is durably on disk.",
+        minimum=100,
+        maximum=600_000,
+    )
+
+
+def settings_fields(cls: type[CommonSettings]) -> list[tuple[dataclasses.Field[Any], Setting]]:
+    """The declared properties of a settings class, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
+
+
+def all_property_names() -> set[str]:
+    return {
+        s.name for cls in (UploaderSettings, DownloaderSettings) for _, s in settings_fields(cls)
+    }
