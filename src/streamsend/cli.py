@@ -1,20 +1,140 @@
 """The thin command line: parse, dispatch, and turn errors into messages and exit codes.
 
 This is the only module that prints an error for the user or picks an exit code.
+Flags for ``upload`` and ``download`` are generated from the configuration model.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from streamsend import __version__
-from streamsend.errors import ExitStatus, StreamsendError
+from streamsend.configload import describe, normalise_flag, resolve
+from streamsend.errors import ExitStatus, StreamsendError, UsageError
 from streamsend.localkafka import commands as kafka_commands
+from streamsend.settings import (
+    CommonSettings,
+    DownloaderSettings,
+    UploaderSettings,
+    settings_fields,
+)
 
 log = logging.getLogger("streamsend")
+
+
+def _default_text(field_default: object, s_default_text: str | None) -> str:
+    if s_default_text is not None:
+        return s_default_text
+    if isinstance(field_default, bool):
+        return "yes" if field_default else "no"
+    return str(field_default)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings]) -> None:
+    group = parser.add_argument_group(
+        "properties",
+        "Every property can also come from --config FILE or STREAMSEND_<PROPERTY>; "
+        "precedence is flag > environment > file > default. librdkafka properties "
+        "(e.g. --security.protocol SSL) are passed to the Kafka client.",
+    )
+    for f, s in settings_fields(cls):
+        flags = [f"--{s.name}"]
+        if "." in s.name:
+            flags.append("--" + s.name.replace(".", "-"))
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = "required" if required else _default_text(f.default, s.default_text)
+        if f.default_factory is not dataclasses.MISSING and s.default_text is None:
+            default = "computed"
+        extra = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        group.add_argument(
+            *flags,
+            dest=f"prop:{s.name}",
+            metavar="VALUE",
+            default=None,
+            help=f"{s.help}{extra} (default: {default})",
+        )
+
+
+def _passthrough(extra: list[str]) -> dict[str, str]:
+    """``--linger.ms 5`` / ``--linger.ms=5`` for properties outside the model."""
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or arg == "--":
+            raise UsageError(f"unexpected argument {arg!r}")
+        if "=" in arg:
+            name, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise UsageError(f"flag {arg} needs a value")
+            name, value = arg[2:], extra[i + 1]
+            i += 2
+        found[normalise_flag(name)] = value
+    return found
+
+
+def _flags(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
+    flags = {
+        key.removeprefix("prop:"): value
+        for key, value in vars(args).items()
+        if key.startswith("prop:") and value is not None
+    }
+    flags.update(_passthrough(extra))
+    return flags
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # librdkafka is chatty at INFO (connection churn, coordinator moves); its warnings
+    # and errors still show, and DEBUG shows everything.
+    logging.getLogger("streamsend.librdkafka").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
+
+
+def _load(cls: type[CommonSettings], args: argparse.Namespace, extra: list[str]) -> CommonSettings:
+    settings = resolve(cls, file=args.config, flags=_flags(args, extra))
+    _setup_logging(settings.log_level)
+    for key, value in sorted(describe(settings).items()):
+        log.debug("config %s=%s", key, value)
+    return settings
+
+
+def run_upload(args: argparse.Namespace, extra: list[str]) -> int:
+    from streamsend.uploader import Uploader
+
+    settings = _load(UploaderSettings, args, extra)
+    assert isinstance(settings, UploaderSettings)
+    Uploader(settings, once=args.once).run()
+    return ExitStatus.OK
+
+
+def run_download(args: argparse.Namespace, extra: list[str]) -> int:
+    from streamsend.downloader import Downloader
+
+    settings = _load(DownloaderSettings, args, extra)
+    assert isinstance(settings, DownloaderSettings)
+    Downloader(settings).run()
+    return ExitStatus.OK
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from streamsend.demo import run
+
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    return run(args.dir, verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,18 +148,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    up = sub.add_parser(
+        "upload", allow_abbrev=False, help="watch input.dir and stream its files to the topic"
+    )
+    _config_flag(up)
+    up.add_argument(
+        "--once",
+        action="store_true",
+        help="send every file eligible now, wait for every acknowledgement, then exit "
+        "(non-zero naming the files that failed)",
+    )
+    add_settings_flags(up, UploaderSettings)
+    up.set_defaults(handler=run_upload, takes_extra=True)
+
+    down = sub.add_parser(
+        "download", allow_abbrev=False, help="rebuild the files of the topic under output.dir"
+    )
+    _config_flag(down)
+    add_settings_flags(down, DownloaderSettings)
+    down.set_defaults(handler=run_download, takes_extra=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="start the local Kafka, stream a sample directory through it and verify it",
+    )
+    demo.add_argument("--dir", type=Path, default=Path(".streamsend-demo"), help="work directory")
+    demo.add_argument("--verbose", action="store_true", help="show the services' logs")
+    demo.set_defaults(handler=run_demo, takes_extra=False)
+
     kafka_commands.register(sub)
     return parser
+
+
+def _config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "--config-file",
+        type=Path,
+        metavar="FILE",
+        help="Java .properties file with Streamsend and librdkafka properties",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    traceback = args.traceback or "--traceback" in extra
+    extra = [e for e in extra if e != "--traceback"]
     try:
+        if extra and not getattr(args, "takes_extra", False):
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        if getattr(args, "takes_extra", False):
+            return int(args.handler(args, extra))
         return int(args.handler(args))
     except StreamsendError as exc:
-        if args.traceback:
+        if traceback:
             log.exception("%s", exc)
         print(f"streamsend: error: {exc}", file=sys.stderr)
         return int(exc.exit_status)

@@ -101,9 +101,9 @@ def record_key(uploader: str, path: str) -> bytes:
     return f"{uploader}/{path}".encode()
 
 
-def encode(msg: Message) -> tuple[bytes, list[tuple[str, bytes]], bytes]:
+def encode(msg: Message) -> tuple[bytes, list[tuple[str, str | bytes | None]], bytes]:
     """A message as a Kafka record: (key, headers, value)."""
-    headers: list[tuple[str, bytes]] = [
+    headers: list[tuple[str, str | bytes | None]] = [
         (H_VERSION, str(PROTOCOL_VERSION).encode()),
         (H_TYPE, b""),
         (H_TRANSFER, msg.transfer.encode()),

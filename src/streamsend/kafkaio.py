@@ -1,0 +1,200 @@
+"""The Kafka adapter: client configuration, topic administration, connectivity.
+
+Everything that imports confluent_kafka for the uploader and downloader lives here or
+in the services built on it; the pure core never sees a Kafka type.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException
+
+# The admin package re-exports these without listing them in __all__.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from streamsend.errors import KafkaFatal
+from streamsend.kafka_properties import applies_to
+from streamsend.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+kafka_log = logging.getLogger("streamsend.librdkafka")
+
+ClientKind = Literal["producer", "consumer", "admin"]
+
+# Errors that retrying cannot fix: the operator has to change the configuration.
+_FATAL_CODES = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError._SSL,
+    KafkaError._INVALID_ARG,
+}
+# Resolution failures are fatal only before we ever reached the cluster: a host name
+# that never resolved is a typo; one that stops resolving later is a network outage.
+_UNREACHABLE_CODES = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
+
+
+@dataclass
+class ConnectionWatch:
+    """Turns librdkafka's error callback into one log line when Kafka becomes
+    unreachable and one when it is back, and remembers fatal errors."""
+
+    name: str
+    ever_connected: bool = False
+    unreachable_since: float | None = None
+    fatal: KafkaError | None = None
+    last_detail: str = field(default="")
+
+    def error_cb(self, err: KafkaError) -> None:
+        code = err.code()
+        if code in _FATAL_CODES or (code == KafkaError._RESOLVE and not self.ever_connected):
+            self.fatal = self.fatal or err
+            return
+        if code in _UNREACHABLE_CODES:
+            self.last_detail = err.str()
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
+                log.warning(
+                    "%s: Kafka is unreachable (%s); retrying until it is back", self.name, err.str()
+                )
+            return
+        log.debug("%s: Kafka client reports %s", self.name, err.str())
+
+    def reached(self) -> None:
+        """Call when a request succeeded."""
+        self.ever_connected = True
+        if self.unreachable_since is not None:
+            gone = time.monotonic() - self.unreachable_since
+            log.warning("%s: Kafka is reachable again after %.0f s", self.name, gone)
+            self.unreachable_since = None
+
+    def raise_if_fatal(self) -> None:
+        if self.fatal is not None:
+            raise KafkaFatal(f"Kafka refused the connection: {self.fatal.str()}")
+
+
+def client_config(
+    settings: CommonSettings,
+    kind: ClientKind,
+    defaults: Mapping[str, Any],
+    watch: ConnectionWatch | None = None,
+) -> dict[str, Any]:
+    """Our defaults, overridden by the user's librdkafka properties that apply to
+    this kind of client, then the bootstrap servers."""
+    conf: dict[str, Any] = dict(defaults)
+    for key, value in settings.kafka.items():
+        if kind == "admin":
+            if applies_to(key, "producer") and applies_to(key, "consumer"):
+                conf[key] = value
+        elif applies_to(key, kind):
+            conf[key] = value
+    conf["bootstrap.servers"] = settings.bootstrap_servers
+    # librdkafka's own log lines go through Python logging, not raw to stderr.
+    conf.setdefault("logger", kafka_log)
+    if watch is not None:
+        conf["error_cb"] = watch.error_cb
+    return conf
+
+
+def _result(future: Any, what: str, watch: ConnectionWatch | None) -> Any:
+    try:
+        value = future.result()
+    except KafkaException as exc:
+        if watch is not None:
+            watch.raise_if_fatal()
+        raise KafkaFatal(f"{what} failed: {exc.args[0].str() if exc.args else exc}") from exc
+    if watch is not None:
+        watch.reached()
+    return value
+
+
+class Admin:
+    """The few admin operations Streamsend needs."""
+
+    def __init__(self, settings: CommonSettings, watch: ConnectionWatch) -> None:
+        self._watch = watch
+        self._client = AdminClient(client_config(settings, "admin", {}, watch))
+
+    def wait_for_cluster(self, attempt_timeout: float = 10.0) -> int:
+        """Block until the cluster answers (forever while it is merely unreachable);
+        returns the number of brokers. Fatal errors raise KafkaFatal."""
+        while True:
+            self._watch.raise_if_fatal()
+            try:
+                md = self._client.list_topics(timeout=attempt_timeout)
+            except KafkaException as exc:
+                self._watch.raise_if_fatal()
+                if self._watch.unreachable_since is None:
+                    self._watch.unreachable_since = time.monotonic()
+                    log.warning("Kafka is unreachable (%s); retrying", exc.args[0].str())
+                continue
+            self._watch.raise_if_fatal()
+            self._watch.reached()
+            return len(md.brokers)
+
+    def topic_exists(self, topic: str) -> bool:
+        md = self._client.list_topics(topic=topic, timeout=30)
+        t = md.topics.get(topic)
+        return t is not None and t.error is None
+
+    def ensure_topic(
+        self, topic: str, partitions: int, replication: int, config: Mapping[str, str]
+    ) -> bool:
+        """Create the topic when missing; returns True when we created it."""
+        if self.topic_exists(topic):
+            return False
+        futures = self._client.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    config=dict(config),
+                )
+            ]
+        )
+        try:
+            futures[topic].result()
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return False  # another uploader won the race
+            raise KafkaFatal(f"cannot create topic {topic!r}: {exc.args[0].str()}") from exc
+        # Creation is asynchronous on the brokers: wait until metadata shows it.
+        deadline = time.monotonic() + 30
+        while not self.topic_exists(topic):
+            if time.monotonic() > deadline:
+                raise KafkaFatal(f"topic {topic!r} was created but did not appear within 30 s")
+            time.sleep(0.2)
+        log.info(
+            "created topic %s (%d partitions, replication factor %d)",
+            topic,
+            partitions,
+            replication,
+        )
+        return True
+
+    def message_limits(self, topic: str) -> tuple[int, int]:
+        """(broker message.max.bytes, topic max.message.bytes)."""
+        md = self._client.list_topics(timeout=30)
+        broker_id = str(min(md.brokers))
+        broker_res = ConfigResource(ConfigResource.Type.BROKER, broker_id)
+        topic_res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        results = self._client.describe_configs([broker_res, topic_res])
+        values = {}
+        for res, future in results.items():
+            entries = _result(future, f"reading the configuration of {res}", self._watch)
+            values[res.restype] = entries
+        broker = int(values[ConfigResource.Type.BROKER]["message.max.bytes"].value)
+        topic_limit = int(values[ConfigResource.Type.TOPIC]["max.message.bytes"].value)
+        return broker, topic_limit

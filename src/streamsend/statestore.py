@@ -1,0 +1,139 @@
+"""What the uploader has sent, kept in a compacted Kafka topic.
+
+One record per file, keyed ``{topic}/{uploader}/{path}`` (the chunk topic is part of the
+key: the same directory sent to another topic is sent again), so the state grows by one small
+record per tracked file and compaction keeps only the latest: a million files is a
+million small records, never one document that outgrows the message size limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streamsend.errors import KafkaFatal
+
+log = logging.getLogger(__name__)
+
+STATE_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+
+@dataclass(frozen=True)
+class SentRecord:
+    size: int
+    mtime_ns: int
+    sha256: str
+    transfer: str
+
+
+class StateStore(Protocol):
+    def load(self) -> dict[str, SentRecord]: ...
+
+    def save(self, relative: str, record: SentRecord) -> None: ...
+
+
+class MemoryStateStore:
+    """For dry runs and unit tests: remembers for the life of the process only."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, SentRecord] = {}
+
+    def load(self) -> dict[str, SentRecord]:
+        return dict(self.records)
+
+    def save(self, relative: str, record: SentRecord) -> None:
+        self.records[relative] = record
+
+
+class KafkaStateStore:
+    def __init__(
+        self,
+        topic: str,
+        data_topic: str,
+        uploader: str,
+        producer: Producer,
+        consumer_conf: dict[str, Any],
+    ) -> None:
+        self.topic = topic
+        self.prefix = f"{data_topic}/{uploader}/"
+        self._producer = producer
+        self._consumer_conf = consumer_conf
+
+    def load(self, timeout: float = 120.0) -> dict[str, SentRecord]:
+        """Read the state topic from the beginning to its current end."""
+        conf = dict(self._consumer_conf)
+        conf.update(
+            {
+                "group.id": f"streamsend-state-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+            }
+        )
+        consumer = Consumer(conf)
+        records: dict[str, SentRecord] = {}
+        try:
+            md = consumer.list_topics(self.topic, timeout=30)
+            partitions = list(md.topics[self.topic].partitions)
+            remaining: dict[int, int] = {}
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=30
+                )
+                if high > low:
+                    remaining[p] = high
+            consumer.assign([TopicPartition(self.topic, p, -2) for p in remaining])
+            deadline = time.monotonic() + timeout
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise KafkaFatal(
+                        f"reading state topic {self.topic!r} took over {timeout:.0f} s"
+                    )
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.pop(msg.partition() or 0, None)
+                        continue
+                    raise KafkaFatal(f"reading state topic {self.topic!r}: {err.str()}")
+                self._apply(msg.key(), msg.value(), records)
+                part, offset = msg.partition() or 0, msg.offset() or 0
+                if offset + 1 >= remaining.get(part, 0):
+                    remaining.pop(part, None)
+        finally:
+            consumer.close()
+        log.info("state: %d file(s) already sent by this uploader", len(records))
+        return records
+
+    def _apply(self, key: bytes | None, value: bytes | None, into: dict[str, SentRecord]) -> None:
+        if not key:
+            return
+        text = key.decode("utf-8", errors="replace")
+        if not text.startswith(self.prefix):
+            return
+        relative = text[len(self.prefix) :]
+        if value is None:
+            into.pop(relative, None)
+            return
+        try:
+            into[relative] = SentRecord(**json.loads(value))
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable state record for %r: %s", relative, exc)
+
+    def save(self, relative: str, record: SentRecord) -> None:
+        value = json.dumps(asdict(record), separators=(",", ":")).encode()
+        key = (self.prefix + relative).encode()
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
