@@ -1,0 +1,128 @@
+"""Helpers for end-to-end tests: run the real CLI as subprocesses against the real broker."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    """Write ``size`` pseudo-random bytes (deterministic per seed) in 1 MiB pieces."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fp:
+        remaining = size
+        while remaining:
+            n = min(remaining, 1 << 20)
+            fp.write(rng.randbytes(n))
+            remaining -= n
+    return path
+
+
+def age(path: Path, seconds: float = 3600) -> None:
+    """Backdate a file so the uploader's minimum-age rule is satisfied."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+class Pipeline:
+    """One topic, many uploaders and downloaders, each a real ``streamsend`` process."""
+
+    def __init__(self, bootstrap: str, topic: str, workdir: Path) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._count = 0
+
+    def _command(self, role: str, props: dict[str, str], extra: Sequence[str]) -> list[str]:
+        cmd = [sys.executable, "-m", "streamsend", role]
+        merged = {"bootstrap.servers": self.bootstrap, "topic": self.topic, **props}
+        for key, value in merged.items():
+            cmd += [f"--{key}", value]
+        return cmd + list(extra)
+
+    def _log_path(self, role: str) -> Path:
+        self._count += 1
+        return self.logs / f"{self._count:02d}-{role}.log"
+
+    def run(
+        self, role: str, props: dict[str, str], extra: Sequence[str] = (), timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = self._command(role, props, extra)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        self._log_path(role).write_text(result.stderr)
+        return result
+
+    def start(self, role: str, props: dict[str, str], extra: Sequence[str] = ()) -> Process:
+        log = self._log_path(role)
+        fp = log.open("w")
+        proc = subprocess.Popen(
+            self._command(role, props, extra), stdout=fp, stderr=subprocess.STDOUT, text=True
+        )
+        return Process(proc, log, fp)
+
+    def upload(
+        self, input_dir: Path, name: str = "up1", extra: Sequence[str] = (), **props: str
+    ) -> subprocess.CompletedProcess[str]:
+        base = {"input.dir": str(input_dir), "uploader.name": name, "file.minimum.age.ms": "0"}
+        return self.run("upload", {**base, **_dotted(props)}, ["--once", *extra])
+
+    def download(
+        self, output_dir: Path, idle_ms: int = 4000, **props: str
+    ) -> subprocess.CompletedProcess[str]:
+        base = {"output.dir": str(output_dir), "idle.exit.ms": str(idle_ms)}
+        return self.run("download", {**base, **_dotted(props)})
+
+
+class Process:
+    def __init__(self, proc: subprocess.Popen[str], log: Path, fp: object) -> None:
+        self.proc = proc
+        self.log = log
+        self._fp = fp
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float = 300) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def _dotted(props: dict[str, str]) -> dict[str, str]:
+    """Python keyword ``file_minimum_age_ms`` -> property ``file.minimum.age.ms``."""
+    return {k.replace("_", "."): v for k, v in props.items()}
+
+
+def count_records(bootstrap: str, topic: str) -> int:
+    """Records currently on the topic (sum of high watermarks minus low)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "streamsend-test-count"})
+    try:
+        md = consumer.list_topics(topic, timeout=30)
+        total = 0
+        for p in md.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
