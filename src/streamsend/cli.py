@@ -133,7 +133,7 @@ def run_download(args: argparse.Namespace, extra: list[str]) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from streamsend.demo import run
 
-    _setup_logging("WARNING" if not args.verbose else "INFO")
+    _setup_logging("INFO" if args.verbose else "ERROR")
     return run(args.dir, verbose=args.verbose)
 
 
