@@ -22,12 +22,13 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.kafkaio import ConnectionWatch, client_config
+from streamsend.lockfile import DirectoryLock
 from streamsend.pathsafety import UnsafePath, safe_relative_parts, safe_uploader_name
 from streamsend.protocol import Abort, Chunk, NotStreamsend, decode
 from streamsend.protocol import Message as Record
 from streamsend.reassembly import TransferProgress
 from streamsend.settings import DownloaderSettings
-from streamsend.staging import StagedFile, StagingArea, VerificationFailed
+from streamsend.staging import DiskFull, StagedFile, StagingArea, VerificationFailed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class DownloadStats:
     skipped_version: int = 0
     unsafe_paths: int = 0
     duplicates: int = 0
+    disk_full_pauses: int = 0
     delivered_paths: list[str] = field(default_factory=list)
 
 
@@ -59,6 +61,11 @@ class Downloader:
         self.stats = DownloadStats()
         self.output_dir = settings.output_dir.expanduser().resolve()
         self.staging = StagingArea(self.output_dir)
+        self.lock = DirectoryLock(
+            self.staging.root / "downloader.lock",
+            f"output.dir {str(self.output_dir)!r} is in use by another downloader",
+        )
+        self._bad_transfers: set[str] = set()
         self.watch = ConnectionWatch("downloader")
         self._pending: dict[tuple[str, int], int] = {}
         self._stop = False
@@ -68,6 +75,13 @@ class Downloader:
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> DownloadStats:
+        self.lock.acquire()
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> DownloadStats:
         for staged in self.staging.recover():
             log.info("resuming %s/%s from staging", staged.progress.uploader, staged.progress.path)
         consumer = Consumer(self._consumer_config())
@@ -86,8 +100,12 @@ class Downloader:
         return self.stats
 
     def _consumer_config(self) -> dict[str, Any]:
+        group = default_group_id(self.output_dir)
         defaults = {
-            "group.id": default_group_id(self.output_dir),
+            "group.id": group,
+            # Static membership: a restarted downloader (same host and output.dir) takes
+            # its partitions back at once instead of waiting out the dead member's session.
+            "group.instance.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -119,9 +137,10 @@ class Downloader:
                 if err is None:
                     last_message = now
                     self.watch.reached()
-                    self._handle(msg)
-                    position = (msg.topic() or "", msg.partition() or 0)
-                    self._pending[position] = (msg.offset() or 0) + 1
+                    if not self._handle_when_space(consumer, msg):
+                        break  # stopped while waiting for disk space; not committed
+                    topic, partition, offset = _position(msg)
+                    self._pending[(topic, partition)] = offset + 1
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err.str())
             self.watch.raise_if_fatal()
@@ -147,8 +166,58 @@ class Downloader:
             )
             raise TransferIncomplete(f"{len(self.staging.files)} file(s) incomplete: {names}")
 
+    def _handle_when_space(self, consumer: Consumer, msg: Message) -> bool:
+        """Handle one record; when the disk is full, pause consumption and retry until
+        space returns. False when asked to stop before the record could be stored."""
+        paused_at: float | None = None
+        try:
+            while True:
+                try:
+                    self._handle(msg)
+                except DiskFull as full:
+                    if paused_at is None:
+                        paused_at = time.monotonic()
+                        self.stats.disk_full_pauses += 1
+                        consumer.pause(consumer.assignment())
+                        log.warning(
+                            "output.dir %r is full: %d more bytes needed for %s "
+                            "(%d free); consumption paused until there is room",
+                            str(self.output_dir),
+                            full.needed,
+                            full.what,
+                            self.staging.free_bytes(),
+                        )
+                    if not self._wait_for_space(consumer):
+                        return False
+                    continue
+                return True
+        finally:
+            if paused_at is not None:
+                consumer.resume(consumer.assignment())
+                if not self._stop:
+                    log.warning(
+                        "output.dir has room again: resumed after %.0f s",
+                        time.monotonic() - paused_at,
+                    )
+
+    def _wait_for_space(self, consumer: Consumer, seconds: float = 2.0) -> bool:
+        """Keep the group session alive while paused; True to retry, False to stop."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._stop:
+                return False
+            extra = consumer.poll(0.5)
+            if extra is not None and extra.error() is None:
+                # A record fetched before the pause: rewind so it is read again later.
+                consumer.seek(TopicPartition(*_position(extra)))
+        return not self._stop
+
     def _checkpoint(self, consumer: Consumer) -> None:
-        self.staging.checkpoint()
+        try:
+            self.staging.checkpoint()
+        except DiskFull as full:
+            log.warning("checkpoint postponed, output.dir is full (%s)", full)
+            return
         if self._pending:
             offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
             try:
@@ -198,11 +267,16 @@ class Downloader:
         if record.transfer in self.staging.done:
             self.stats.duplicates += 1
             return
+        if record.transfer in self._bad_transfers:
+            return  # already reported once
         try:
             parts = self._checked_path(record)
             self._apply(record, parts)
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
+            if len(self._bad_transfers) > 100_000:
+                self._bad_transfers.clear()  # bounded: forgetting only costs a repeated log line
+            self._bad_transfers.add(record.transfer)
             log.error("rejecting %s: unsafe path %r: %s", where, record.path, exc)
             self.staging.discard(record.transfer)
         except ProtocolError as exc:
@@ -232,8 +306,11 @@ class Downloader:
                 TransferProgress(record.transfer, record.uploader, record.path, size)
             )
         if isinstance(record, Chunk):
-            if staged.progress.accept_chunk(record):
+            if staged.progress.is_new_chunk(record):
+                # Bytes first, bookkeeping second: a failed write (disk full) must not
+                # leave the range recorded as received.
                 self.staging.write(staged, record.offset, record.data)
+                staged.progress.accept_chunk(record)
             else:
                 self.stats.duplicates += 1
         else:
@@ -268,3 +345,7 @@ def _headers(msg: Message) -> list[tuple[str, bytes | None]]:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def _position(msg: Message) -> tuple[str, int, int]:
+    return msg.topic() or "", msg.partition() or 0, msg.offset() or 0

@@ -28,6 +28,22 @@ from streamsend.settings import CommonSettings
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("streamsend.librdkafka")
 
+# librdkafka log facilities that repeat, every few seconds, what ConnectionWatch reports
+# once ("unreachable" / "reachable again"): during an outage they would flood the log.
+_CHURN_FACILITIES = frozenset({"FAIL", "GETPID", "REQTMOUT", "ERROR", "FETCHERR"})
+
+
+class _DropConnectionChurn(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if kafka_log.isEnabledFor(logging.DEBUG):
+            return True
+        args = record.args
+        facility = args[0] if isinstance(args, tuple) and args else ""
+        return facility not in _CHURN_FACILITIES
+
+
+kafka_log.addFilter(_DropConnectionChurn())
+
 ClientKind = Literal["producer", "consumer", "admin"]
 
 # Errors that retrying cannot fix: the operator has to change the configuration.

@@ -1,4 +1,4 @@
-"""A lock that stops two uploaders from sharing one input directory."""
+"""A lock that stops two uploaders sharing an input.dir, or two downloaders an output.dir."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 
 from streamsend.errors import LockHeld
 
-LOCK_NAME = ".streamsend-uploader.lock"
-
 
 class DirectoryLock:
     """An exclusive ``flock`` on a hidden file in the directory, holding our pid.
@@ -18,8 +16,11 @@ class DirectoryLock:
     The kernel releases it when the process dies, so a crashed uploader never leaves
     a stale lock behind."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_NAME
+    def __init__(self, path: Path, owner: str) -> None:
+        """``path`` is the lock file; ``owner`` names what it protects, for the message
+        (for example "input.dir '/data' ... another uploader")."""
+        self.path = path
+        self.owner = owner
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -30,8 +31,7 @@ class DirectoryLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld(
-                f"input.dir {str(self.path.parent)!r} is in use by another uploader "
-                f"(pid {holder}); stop it or choose another directory"
+                f"{self.owner} (pid {holder}); stop it or choose another directory"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -67,8 +67,9 @@ class TransferProgress:
     end: End | None = None
     chunks_seen: int = 0
 
-    def accept_chunk(self, chunk: Chunk) -> bool:
-        """Record a chunk; returns False when its bytes had all arrived before."""
+    def is_new_chunk(self, chunk: Chunk) -> bool:
+        """Validate a chunk against what we know; False when its bytes all arrived before.
+        Changes nothing, so a caller can store the bytes first and record them after."""
         self._check_same_file(chunk.uploader, chunk.path)
         if chunk.size != self.declared_size:
             raise ProtocolError(
@@ -78,9 +79,13 @@ class TransferProgress:
         start, stop = chunk.offset, chunk.offset + len(chunk.data)
         if self.end is not None and stop > self.end.size:
             raise ProtocolError(f"chunk {chunk.index} lies past the end of the file")
-        if self.received.covers(start, stop):
+        return not self.received.covers(start, stop)
+
+    def accept_chunk(self, chunk: Chunk) -> bool:
+        """Record a chunk; returns False when its bytes had all arrived before."""
+        if not self.is_new_chunk(chunk):
             return False
-        self.received.add(start, stop)
+        self.received.add(chunk.offset, chunk.offset + len(chunk.data))
         self.chunks_seen += 1
         return True
 

@@ -43,6 +43,19 @@ class VerificationFailed(Exception):
     """The rebuilt bytes do not match what the uploader sent."""
 
 
+class DiskFull(Exception):
+    """The output filesystem has no room for the bytes we must write now."""
+
+    def __init__(self, needed: int, what: str) -> None:
+        super().__init__(f"{needed} more bytes needed for {what}")
+        self.needed = needed
+        self.what = what
+
+
+def _no_space(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 @dataclass
 class StagedFile:
     progress: TransferProgress
@@ -61,7 +74,7 @@ def _fsync_dir(fd: int) -> None:
 class StagingArea:
     def __init__(self, output_dir: Path) -> None:
         self.output_dir = output_dir
-        root = output_dir / ".streamsend"
+        root = self.root = output_dir / ".streamsend"
         self.staging_dir = root / "staging"
         self.done_dir = root / "done"
         self.rejected_dir = root / "rejected"
@@ -98,22 +111,39 @@ class StagingArea:
     def write(self, staged: StagedFile, offset: int, data: bytes) -> None:
         view = memoryview(data)
         written = 0
-        while written < len(view):
-            written += os.pwrite(staged.fd, view[written:], offset + written)
+        try:
+            while written < len(view):
+                written += os.pwrite(staged.fd, view[written:], offset + written)
+        except OSError as exc:
+            if _no_space(exc):
+                p = staged.progress
+                needed = max(len(data), p.declared_size - p.received.total())
+                raise DiskFull(needed, f"{p.uploader}/{p.path}") from exc
+            raise
         if offset == staged.hashed_upto:
             staged.hasher.update(data)
             staged.hashed_upto += len(data)
         staged.dirty = True
         staged.last_activity = time.time()
 
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.staging_dir)
+        return st.f_bavail * st.f_frsize
+
     def checkpoint(self) -> None:
-        """Make every byte received so far durable, then record which ranges are."""
+        """Make every byte received so far durable, then record which ranges are.
+        Raises DiskFull when a sidecar cannot be written (the caller must not commit)."""
         changed = False
         for staged in self.files.values():
             if not staged.dirty:
                 continue
             os.fsync(staged.fd)
-            self._write_sidecar(staged)
+            try:
+                self._write_sidecar(staged)
+            except OSError as exc:
+                if _no_space(exc):
+                    raise DiskFull(4096, "a staging record") from exc
+                raise
             staged.dirty = False
             changed = True
         if changed:
@@ -230,13 +260,17 @@ class StagingArea:
         if staged is not None:
             os.close(staged.fd)
         self._remove_staging(transfer)
-        (self.done_dir / transfer).write_bytes(b"")
-        done_fd = os.open(self.done_dir, _DIR_FLAGS)
-        try:
-            _fsync_dir(done_fd)
-        finally:
-            os.close(done_fd)
         self.done.add(transfer)
+        try:
+            (self.done_dir / transfer).write_bytes(b"")
+            done_fd = os.open(self.done_dir, _DIR_FLAGS)
+            try:
+                _fsync_dir(done_fd)
+            finally:
+                os.close(done_fd)
+        except OSError as exc:
+            # Only costs a harmless partial re-staging of a replay, which later expires.
+            log.warning("could not record transfer %s as done: %s", transfer, exc.strerror)
 
     # -- giving up ---------------------------------------------------------------
 

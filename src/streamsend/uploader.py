@@ -161,7 +161,10 @@ class Uploader:
 
     def run(self) -> UploadStats:
         self._check_input_dir()
-        lock = DirectoryLock(self.input_dir)
+        lock = DirectoryLock(
+            self.input_dir / ".streamsend-uploader.lock",
+            f"input.dir {str(self.input_dir)!r} is in use by another uploader",
+        )
         lock.acquire()
         self._install_signal_handlers()
         try:
