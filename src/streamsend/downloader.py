@@ -32,6 +32,8 @@ from streamsend.staging import DiskFull, StagedFile, StagingArea, VerificationFa
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_SECONDS = 30.0
+
 
 def default_group_id(output_dir: Path) -> str:
     """One consumer group per downloader (host + output directory), so every downloader
@@ -124,6 +126,7 @@ class Downloader:
         expiry = self.settings.partial_file_expiry_ms / 1000
         last_message = time.monotonic()
         last_expiry = time.monotonic()
+        next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         while not self._stop:
             msg = consumer.poll(0.5)
             now = time.monotonic()
@@ -144,6 +147,15 @@ class Downloader:
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err.str())
             self.watch.raise_if_fatal()
+            if now >= next_progress:
+                next_progress = now + PROGRESS_EVERY_SECONDS
+                log.info(
+                    "progress: %d file(s), %.1f MiB delivered; %d in staging%s",
+                    self.stats.delivered,
+                    self.stats.delivered_bytes / 2**20,
+                    len(self.staging.files),
+                    "; Kafka unreachable" if self.watch.unreachable_since is not None else "",
+                )
             if now - self._last_checkpoint >= commit_every:
                 self._checkpoint(consumer)
             if now - last_expiry >= min(60.0, expiry):

@@ -93,6 +93,7 @@ class Uploader:
         self._retry_after: dict[str, float] = {}
         self._stop = False
         self._stop_at = 0.0
+        self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
 
     # -- start-up ----------------------------------------------------------------
@@ -184,7 +185,6 @@ class Uploader:
 
     def _loop(self) -> None:
         next_scan = 0.0
-        next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         next_test_file = time.monotonic()
         next_state_flush = (
             time.monotonic() + self.settings.processing_state_checkpoint_interval_secs
@@ -203,9 +203,6 @@ class Uploader:
                 if self.once:
                     break
             self._poll(0.1)
-            if now >= next_progress:
-                self._progress()
-                next_progress = now + PROGRESS_EVERY_SECONDS
             if now >= next_state_flush and self.producer is not None:
                 self.producer.flush(0)
                 next_state_flush = now + self.settings.processing_state_checkpoint_interval_secs
@@ -326,7 +323,7 @@ class Uploader:
                 break
             except BufferError:
                 # The bounded queue is full: let deliveries drain it (backpressure).
-                self.producer.poll(0.1)
+                self._poll(0.1)
                 if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
                     raise _Stopping from None
         inf.outstanding += 1
@@ -352,6 +349,7 @@ class Uploader:
         self.watch.raise_if_fatal()
         while self._finished:
             self._complete(self._finished.pop())
+        self._progress()
 
     def _complete(self, inf: InFlight) -> None:
         cand = inf.candidate
@@ -424,11 +422,19 @@ class Uploader:
     # -- reporting and test files ------------------------------------------------
 
     def _progress(self) -> None:
+        """A line every PROGRESS_EVERY_SECONDS, also while blocked on a Kafka outage."""
+        now = time.monotonic()
+        if now < self._next_progress:
+            return
+        self._next_progress = now + PROGRESS_EVERY_SECONDS
+        queued = len(self.producer) if self.producer is not None else 0
         log.info(
-            "progress: %d file(s), %.1f MiB sent; %d in flight",
+            "progress: %d file(s), %.1f MiB sent; %d file(s) in flight, %d record(s) queued%s",
             self.stats.sent,
             self.stats.sent_bytes / 2**20,
             len(self.inflight),
+            queued,
+            "; Kafka unreachable" if self.watch.unreachable_since is not None else "",
         )
 
     def _summary(self) -> None:
