@@ -50,7 +50,8 @@ def env_name(prop: str) -> str:
 def is_secret(prop: str) -> bool:
     """Properties whose values must never be printed."""
     lowered = prop.lower()
-    return any(word in lowered for word in ("password", "secret", "jaas", "token", "key.pem"))
+    words = ("password", "passphrase", "secret", "jaas", "token", "key.pem", "private.key")
+    return any(word in lowered for word in words)
 
 
 def read_file(path: Path) -> dict[str, Raw]:
@@ -59,6 +60,9 @@ def read_file(path: Path) -> dict[str, Raw]:
             pairs = javaproperties.load(fp)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except javaproperties.InvalidUEscapeError:
+        # Not the exception's text: it quotes the escape, which may sit inside a secret.
+        raise ConfigError(f"config file {str(path)!r} has an invalid \\uXXXX escape") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
     return {key.strip(): Raw(value.strip(), f"config file {path}") for key, value in pairs.items()}
@@ -71,7 +75,9 @@ def _known_names() -> list[str]:
 def read_env(environ: Mapping[str, str]) -> dict[str, Raw]:
     """``STREAMSEND_INPUT_DIR=/x`` -> ``input.dir``. Underscores are ambiguous, so the
     variable is matched against every known property name."""
-    by_env = {env_name(name): name for name in _known_names()}
+    # Streamsend's own names win a clash (log.level vs librdkafka's log_level).
+    by_env = {env_name(name): name for name in LIBRDKAFKA_PROPERTIES}
+    by_env.update({env_name(name): name for name in all_property_names()})
     found: dict[str, Raw] = {}
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX):

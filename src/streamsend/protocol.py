@@ -50,6 +50,8 @@ MAX_REASON_CHARS = 500
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+_SIGNED_DECIMAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
+MAX_ABS_MTIME_NS = 1 << 62
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -165,6 +167,14 @@ def _number(h: dict[str, bytes], name: str, limit: int) -> int:
     return value
 
 
+def _mtime(h: dict[str, bytes]) -> int:
+    """Modification times are signed: files can predate 1970."""
+    text = _text(h, H_MTIME)
+    if not _SIGNED_DECIMAL.fullmatch(text) or abs(int(text)) > MAX_ABS_MTIME_NS:
+        raise ProtocolError(f"header {H_MTIME} is not a decimal time in nanoseconds: {text!r}")
+    return int(text)
+
+
 def decode(headers: Headers | None, value: bytes | None) -> Message:
     """Parse a record into a message. Raises NotStreamsend, UnsupportedVersion or
     ProtocolError; never trusts a number without a bound."""
@@ -211,7 +221,7 @@ def decode(headers: Headers | None, value: bytes | None) -> Message:
             size=_number(h, H_SIZE, MAX_FILE_SIZE),
             chunks=_number(h, H_CHUNKS, MAX_CHUNKS),
             sha256=sha,
-            mtime_ns=_number(h, H_MTIME, 1 << 62),
+            mtime_ns=_mtime(h),
             mode=int(mode_text, 8),
         )
     if kind == T_ABORT:

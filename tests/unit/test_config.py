@@ -163,11 +163,6 @@ def test_unknown_environment_variable_suggests_the_closest() -> None:
     assert "STREAMSEND_INPUT_DIR" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: STREAMSEND_LOG_LEVEL maps to librdkafka's log_level (same env name as "
-    "log.level), so it lands in settings.kafka instead of setting log.level",
-)
 def test_env_log_level_sets_streamsend_log_level() -> None:
     s = resolve(UploaderSettings, environ={"STREAMSEND_LOG_LEVEL": "DEBUG"}, flags=REQUIRED_UP)
     assert s.log_level == "DEBUG"
@@ -383,11 +378,6 @@ def test_secrets_are_hidden_in_describe(tmp_path: Path) -> None:
     assert shown["topic"] == "t"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: configload.is_secret misses sasl.oauthbearer.assertion.private.key.passphrase "
-    "('passphrase' contains none of its words), so describe() shows it",
-)
 def test_private_key_passphrase_is_hidden() -> None:
     prop = "sasl.oauthbearer.assertion.private.key.passphrase"
     s = up(flags={**REQUIRED_UP, prop: "hunter2"})
