@@ -1,0 +1,64 @@
+"""Shared fixtures: one real Kafka broker for the whole session.
+
+With ``KAFKA_BOOTSTRAP_SERVERS`` set, tests use that cluster. Otherwise the session starts
+a single-node cluster in a temporary directory with ``streamsend.localkafka.up`` (the code
+behind ``streamsend kafka up``, not a copy) and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from streamsend import localkafka
+
+_KAFKA_FIXTURES = {"kafka_cluster", "bootstrap_servers"}
+
+
+@dataclass(frozen=True)
+class ExternalKafka:
+    """A cluster we did not start (``KAFKA_BOOTSTRAP_SERVERS``); we never stop it."""
+
+    bootstrap_servers: str
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that uses the broker fixtures is a kafka test, marked or not, so that
+    # `-m "not kafka"` reliably runs without Java.
+    for item in items:
+        if _KAFKA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[localkafka.Cluster | ExternalKafka]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        yield ExternalKafka(external)
+        return
+    directory = tmp_path_factory.mktemp("kafka")
+    # port=0: never 9092, so a developer's own broker or a parallel session is no obstacle.
+    cluster = localkafka.up(dir=directory, port=0)
+    try:
+        yield cluster
+    finally:
+        localkafka.down(directory)
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(kafka_cluster: localkafka.Cluster | ExternalKafka) -> str:
+    return kafka_cluster.bootstrap_servers
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test (or earlier run on an external cluster) has used."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
+    return f"test-{stem}-{uuid.uuid4().hex[:10]}"
