@@ -12,6 +12,7 @@ that turns an exception into a one-line message on stderr and that exit code.
     ├── LocalKafkaError                exit 4   local cluster failed to start/stop
     ├── KafkaFatal                     exit 5   broker refuses us for good (auth, unknown host)
     ├── TransferIncomplete             exit 6   --once / --idle.exit.ms ended with failures
+    ├── Interrupted                    exit 130 stopped by a signal before work began
     └── ProtocolError                  (never reaches the CLI: bad messages are skipped)
         └── UnsupportedVersion
 
@@ -81,6 +82,12 @@ class TransferIncomplete(StreamsendError):
     """A bounded run (--once, --idle.exit.ms) ended with files not delivered."""
 
     exit_status = ExitStatus.INCOMPLETE
+
+
+class Interrupted(StreamsendError):
+    """Stopped by SIGTERM/SIGINT before there was anything to finish cleanly."""
+
+    exit_status = ExitStatus.INTERRUPTED
 
 
 class ProtocolError(StreamsendError):

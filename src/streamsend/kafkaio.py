@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from streamsend.errors import KafkaFatal
+from streamsend.errors import Interrupted, KafkaFatal
 from streamsend.kafka_properties import applies_to
 from streamsend.settings import CommonSettings
 
@@ -142,14 +142,20 @@ class Admin:
         self._watch = watch
         self._client = AdminClient(client_config(settings, "admin", {}, watch))
 
-    def wait_for_cluster(self, attempt_timeout: float = 10.0) -> int:
-        """Block until the cluster answers (forever while it is merely unreachable);
-        returns the number of brokers. Fatal errors raise KafkaFatal."""
+    def wait_for_cluster(
+        self, stopping: Callable[[], bool] = lambda: False, attempt_timeout: float = 5.0
+    ) -> int:
+        """Block until the cluster answers (for ever while it is merely unreachable, or
+        until ``stopping()``); returns the number of brokers. Fatal errors (unknown host,
+        failed authentication) raise KafkaFatal."""
         while True:
             self._watch.raise_if_fatal()
+            if stopping():
+                raise Interrupted("stopped while waiting for Kafka")
             try:
                 md = self._client.list_topics(timeout=attempt_timeout)
             except KafkaException as exc:
+                self._client.poll(0)  # serves error_cb, where fatal errors are seen
                 self._watch.raise_if_fatal()
                 if self._watch.unreachable_since is None:
                     self._watch.unreachable_since = time.monotonic()

@@ -117,7 +117,7 @@ class Uploader:
             log.info("dry run: nothing is produced; chunk size %d bytes", self.sizing.chunk_bytes)
             return
         admin = Admin(s, self.watch)
-        brokers = admin.wait_for_cluster()
+        brokers = admin.wait_for_cluster(lambda: self._stop)
         replication = s.topic_replication_factor or min(3, brokers)
         admin.ensure_topic(s.topic, s.topic_partitions, replication, {})
         admin.ensure_topic(s.processing_state_topic, 1, replication, STATE_TOPIC_CONFIG)
