@@ -28,7 +28,13 @@ from streamsend.protocol import Abort, Chunk, NotStreamsend, decode
 from streamsend.protocol import Message as Record
 from streamsend.reassembly import TransferProgress
 from streamsend.settings import DownloaderSettings
-from streamsend.staging import DiskFull, StagedFile, StagingArea, VerificationFailed
+from streamsend.staging import (
+    DiskFull,
+    StagedFile,
+    StagingArea,
+    Unstorable,
+    VerificationFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +297,7 @@ class Downloader:
             self._bad_transfers.add(record.transfer)
             log.error("rejecting %s: unsafe path %r: %s", where, record.path, exc)
             self.staging.discard(record.transfer)
-        except ProtocolError as exc:
+        except (ProtocolError, Unstorable) as exc:
             self.stats.skipped_invalid += 1
             log.warning("skipping %s: %s", where, exc)
             self._reject(record, str(exc))

@@ -52,6 +52,11 @@ class DiskFull(Exception):
         self.what = what
 
 
+class Unstorable(Exception):
+    """The filesystem cannot hold bytes where a record puts them (e.g. beyond its
+    maximum file size): the record's claim is refused, not the disk."""
+
+
 def _no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -119,6 +124,8 @@ class StagingArea:
                 p = staged.progress
                 needed = max(len(data), p.declared_size - p.received.total())
                 raise DiskFull(needed, f"{p.uploader}/{p.path}") from exc
+            if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EOVERFLOW):
+                raise Unstorable(f"cannot write at offset {offset}: {exc.strerror}") from exc
             raise
         if offset == staged.hashed_upto:
             staged.hasher.update(data)
