@@ -12,9 +12,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from harness import Pipeline
 from streamsend import localkafka
 
 _KAFKA_FIXTURES = {"kafka_cluster", "bootstrap_servers"}
@@ -62,3 +64,9 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
     """A topic name no other test (or earlier run on an external cluster) has used."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
     return f"test-{stem}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pipeline(bootstrap_servers: str, unique_topic: str, tmp_path: Path) -> Pipeline:
+    """Uploaders and downloaders on one fresh topic of the session broker."""
+    return Pipeline(bootstrap_servers, unique_topic, tmp_path)

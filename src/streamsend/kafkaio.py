@@ -166,7 +166,10 @@ class Admin:
             return len(md.brokers)
 
     def topic_exists(self, topic: str) -> bool:
-        md = self._client.list_topics(topic=topic, timeout=30)
+        # Not list_topics(topic=...): a metadata request naming a topic makes a broker
+        # with auto.create.topics.enable=true (Kafka's default) create it, with the
+        # broker's defaults instead of ours (a state topic that is never compacted).
+        md = self._client.list_topics(timeout=30)
         t = md.topics.get(topic)
         return t is not None and t.error is None
 

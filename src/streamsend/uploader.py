@@ -46,6 +46,7 @@ STOCK_MESSAGE_LIMIT = 1_048_588  # Kafka's default message.max.bytes, assumed in
 SHUTDOWN_GRACE_SECONDS = 30.0
 PROGRESS_EVERY_SECONDS = 30.0
 TEST_FILE_EVERY_SECONDS = 10.0
+FAILED_RETRY_SECONDS = 10.0
 
 
 class _Stopping(Exception):
@@ -69,7 +70,8 @@ class InFlight:
 class UploadStats:
     sent: int = 0
     sent_bytes: int = 0
-    failed: list[str] = field(default_factory=list)
+    # Files whose latest attempt failed, with why; a later success removes them.
+    failed: dict[str, str] = field(default_factory=dict)
     aborted: int = 0
     skipped_unchanged: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -177,10 +179,11 @@ class Uploader:
             lock.release()
         self._summary()
         if self.stats.failed:
-            raise TransferIncomplete(
-                f"{len(self.stats.failed)} file(s) not sent: "
-                + ", ".join(repr(f) for f in self.stats.failed)
-            )
+            names = ", ".join(f"{name!r} ({why})" for name, why in self.stats.failed.items())
+            if self.once:
+                raise TransferIncomplete(f"{len(self.stats.failed)} file(s) not sent: {names}")
+            # A service asked to stop stops cleanly; what failed is retried next time.
+            log.warning("stopping with %d file(s) not sent yet: %s", len(self.stats.failed), names)
         return self.stats
 
     def _loop(self) -> None:
@@ -241,8 +244,7 @@ class Uploader:
         except FileNotFoundError:
             return  # gone since the scan
         except OSError as exc:
-            log.error("cannot read %r: %s", cand.relative, exc.strerror)
-            self.stats.failed.append(cand.relative)
+            self._failed(cand.relative, f"cannot read it: {exc.strerror}")
             return
         try:
             self._send_open(cand, fd)
@@ -355,8 +357,7 @@ class Uploader:
         cand = inf.candidate
         self.inflight.pop(cand.relative, None)
         if inf.error is not None:
-            log.error("failed to send %r: %s", cand.relative, inf.error)
-            self.stats.failed.append(cand.relative)
+            self._failed(cand.relative, inf.error)
             return
         if inf.aborted is not None:
             self.stats.aborted += 1
@@ -367,8 +368,9 @@ class Uploader:
                 1.0, self.settings.file_minimum_age_ms / 1000
             )
             if self.once and not self._stop:
-                self.stats.failed.append(cand.relative)
+                self.stats.failed[cand.relative] = inf.aborted
             return
+        self.stats.failed.pop(cand.relative, None)
         record = SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
         self.sent[cand.relative] = record
         if not self.settings.dry_run:
@@ -377,6 +379,11 @@ class Uploader:
         self.stats.sent_bytes += cand.size
         log.info("sent %r (%d bytes)", cand.relative, cand.size)
         self._after_upload(cand)
+
+    def _failed(self, relative: str, why: str) -> None:
+        log.error("failed to send %r: %s; retrying in %.0f s", relative, why, FAILED_RETRY_SECONDS)
+        self.stats.failed[relative] = why
+        self._retry_after[relative] = time.monotonic() + FAILED_RETRY_SECONDS
 
     def _after_upload(self, cand: Candidate) -> None:
         action = self.settings.after_upload

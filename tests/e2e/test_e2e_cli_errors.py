@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import Pipeline, age, count_records, explain, write_random
 
+from harness import Pipeline, age, count_records, explain, write_random
 from streamsend.errors import ExitStatus
 from streamsend.verify import compare_trees
 
@@ -127,7 +127,6 @@ def test_second_uploader_on_the_same_directory(pipeline: Pipeline, tmp_path: Pat
         assert str(source) in message
     finally:
         code = first.stop()
-        first._fp.close()  # type: ignore[attr-defined]
     assert code == 0, first.output()
 
 

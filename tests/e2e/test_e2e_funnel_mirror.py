@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import Pipeline, Process, age, explain, write_random
 
+from harness import Pipeline, Process, age, explain, write_random
 from streamsend.downloader import default_group_id
 from streamsend.verify import compare_trees
 
@@ -75,7 +75,6 @@ def finish(proc: Process, timeout: float = 120) -> int:
         return proc.wait(timeout)
     finally:
         proc.stop()
-        proc._fp.close()  # type: ignore[attr-defined]
 
 
 def delivered(log: str) -> list[str]:

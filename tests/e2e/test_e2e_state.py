@@ -16,8 +16,8 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
-from harness import Pipeline, age, count_records, explain, write_random
 
+from harness import Pipeline, age, count_records, explain, write_random
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
@@ -102,13 +102,6 @@ def test_unchanged_files_are_not_sent_again(
     assert compare_trees(source, out / "up1") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Admin.topic_exists (kafkaio.py) asks for the topic's metadata with an "
-    "AdminClient, which makes a broker with auto.create.topics.enable=true (Kafka's default) "
-    "create it with broker defaults; ensure_topic then sees TOPIC_ALREADY_EXISTS, so the "
-    "state topic is never compacted (and topic.partitions is ignored)",
-)
 def test_state_topic_is_compacted(pipeline: Pipeline, tmp_path: Path, state_topic: str) -> None:
     create_topic(pipeline.bootstrap, pipeline.topic)
     source = tmp_path / "in"
@@ -211,7 +204,6 @@ def refused_then_accepted(pipeline: Pipeline, tmp_path: Path, state_topic: str) 
         assert "sent 'a.bin'" in uploader.output()
     finally:
         code = uploader.stop()
-        uploader._fp.close()  # type: ignore[attr-defined]
     down = pipeline.download(out)
     assert down.returncode == 0, explain(down)
     assert compare_trees(reference, out / "up1") == []
@@ -224,12 +216,6 @@ def test_delete_only_after_acknowledgement(
     refused_then_accepted(pipeline, tmp_path, state_topic)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Uploader._complete appends every failed attempt to stats.failed, even in "
-    "long-running mode where the file is retried; run() then raises TransferIncomplete at "
-    "SIGTERM (exit 6) listing a file that was sent, once per failed attempt",
-)
 def test_stopped_uploader_exits_0_when_a_refused_file_was_sent_later(
     pipeline: Pipeline, tmp_path: Path, state_topic: str
 ) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from harness import Pipeline, Process
 
 pytestmark = pytest.mark.kafka
@@ -51,8 +52,6 @@ def stop(proc: Process, name: str) -> str:
         proc.proc.kill()
         proc.wait(10)
         raise
-    finally:
-        proc._fp.close()  # type: ignore[attr-defined]
     output = proc.output()
     assert code == 0, f"{name} exited {code}:\n{output[-6000:]}"
     return output

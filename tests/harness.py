@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -84,7 +85,7 @@ class Pipeline:
 
 
 class Process:
-    def __init__(self, proc: subprocess.Popen[str], log: Path, fp: object) -> None:
+    def __init__(self, proc: subprocess.Popen[str], log: Path, fp: IO[str]) -> None:
         self.proc = proc
         self.log = log
         self._fp = fp
@@ -93,16 +94,19 @@ class Process:
         return self.log.read_text()
 
     def wait(self, timeout: float = 300) -> int:
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        self._fp.close()
+        return rc
 
     def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then SIGKILL if it is not gone within ``timeout``."""
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            return self.proc.wait(timeout)
+            return self.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait(10)
+            return self.wait(10)
 
 
 def _dotted(props: dict[str, str]) -> dict[str, str]:
@@ -126,3 +130,16 @@ def count_records(bootstrap: str, topic: str) -> int:
 
 def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
+
+
+def wait_for_tree(source: Path, copy: Path, timeout: float = 120) -> list[str]:
+    """Poll until ``copy`` matches ``source`` (content and metadata) or time runs out;
+    returns the remaining differences."""
+    from streamsend.verify import compare_trees
+
+    deadline = time.monotonic() + timeout
+    problems = compare_trees(source, copy) if copy.exists() else ["nothing delivered yet"]
+    while problems and time.monotonic() < deadline:
+        time.sleep(1)
+        problems = compare_trees(source, copy) if copy.exists() else ["nothing delivered yet"]
+    return problems

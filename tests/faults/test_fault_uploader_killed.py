@@ -1,0 +1,63 @@
+"""Fault 3: the uploader is SIGKILLed in the middle of a large file. After a restart the
+file arrives intact, and the downloader drops the abandoned attempt after
+partial.file.expiry.ms, so staging space does not leak."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from harness import Pipeline, wait_for_tree, write_random
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def staged_bytes(staging: Path) -> int:
+    total = 0
+    for part in staging.glob("*.part") if staging.exists() else ():
+        with contextlib.suppress(FileNotFoundError):  # delivered or discarded meanwhile
+            total += part.stat().st_size
+    return total
+
+
+def test_uploader_killed_mid_file_then_restarted(pipeline: Pipeline, tmp_path: Path) -> None:
+    source, out = tmp_path / "in", tmp_path / "out"
+    write_random(source / "big.bin", 150 * 2**20, seed=3)
+    up_props = {"input.dir": str(source), "uploader.name": "truck",
+                "file.minimum.age.ms": "0", "binary.chunk.size.bytes": "65536"}  # fmt: skip
+    down = pipeline.start(
+        "download",
+        {"output.dir": str(out), "partial.file.expiry.ms": "4000", "commit.interval.ms": "500"},
+    )
+    staging = out / ".streamsend" / "staging"
+    first = pipeline.start("upload", up_props)
+    try:
+        # Kill once the downloader holds part of the file in staging.
+        wait_for(lambda: staged_bytes(staging) > 0, 120, "part of the file to reach staging")
+        first.proc.send_signal(signal.SIGKILL)
+        first.wait(30)
+        assert not (out / "truck" / "big.bin").exists()
+
+        second = pipeline.start("upload", up_props)
+        try:
+            problems = wait_for_tree(source, out / "truck", timeout=180)
+            assert problems == [], problems
+            # The first, abandoned attempt is expired and its staging data removed.
+            wait_for(lambda: not list(staging.glob("*.part")), 60, "staging to be emptied")
+            assert "nothing received for" in down.output()
+        finally:
+            assert second.stop() == 0, second.output()[-3000:]
+    finally:
+        assert down.stop() == 0, down.output()[-3000:]
