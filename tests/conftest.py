@@ -67,6 +67,8 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pipeline(bootstrap_servers: str, unique_topic: str, tmp_path: Path) -> Pipeline:
+def pipeline(bootstrap_servers: str, unique_topic: str, tmp_path: Path) -> Iterator[Pipeline]:
     """Uploaders and downloaders on one fresh topic of the session broker."""
-    return Pipeline(bootstrap_servers, unique_topic, tmp_path)
+    pipe = Pipeline(bootstrap_servers, unique_topic, tmp_path)
+    yield pipe
+    pipe.close()

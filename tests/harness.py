@@ -43,6 +43,7 @@ class Pipeline:
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self._count = 0
+        self._started: list[Process] = []
 
     def _command(self, role: str, props: dict[str, str], extra: Sequence[str]) -> list[str]:
         cmd = [sys.executable, "-m", "streamsend", role]
@@ -69,7 +70,14 @@ class Pipeline:
         proc = subprocess.Popen(
             self._command(role, props, extra), stdout=fp, stderr=subprocess.STDOUT, text=True
         )
-        return Process(proc, log, fp)
+        self._started.append(Process(proc, log, fp))
+        return self._started[-1]
+
+    def close(self) -> None:
+        """Stop whatever a failed test left running, and close its log."""
+        for process in self._started:
+            if not process._fp.closed:
+                process.stop(10)
 
     def upload(
         self, input_dir: Path, name: str = "up1", extra: Sequence[str] = (), **props: str

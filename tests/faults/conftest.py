@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Pipeline
 
+from harness import Pipeline
 from streamsend import localkafka
 
 
@@ -23,5 +23,9 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localkafka
 
 
 @pytest.fixture
-def own_pipeline(own_cluster: localkafka.Cluster, unique_topic: str, tmp_path: Path) -> Pipeline:
-    return Pipeline(own_cluster.bootstrap_servers, unique_topic, tmp_path)
+def own_pipeline(
+    own_cluster: localkafka.Cluster, unique_topic: str, tmp_path: Path
+) -> Iterator[Pipeline]:
+    pipe = Pipeline(own_cluster.bootstrap_servers, unique_topic, tmp_path)
+    yield pipe
+    pipe.close()

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Pipeline, age, count_records, explain, wait_for_tree, write_random
 
+from harness import Pipeline, age, count_records, explain, wait_for_tree, write_random
 from streamsend.verify import compare_trees
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -30,7 +30,8 @@ def test_sigterm_mid_transfer_then_resume(pipeline: Pipeline, tmp_path: Path) ->
         write_random(source / f"small-{i}.bin", 100_000 + i, seed=i)
     write_random(source / "zz-large.bin", 300 * 2**20, seed=99)
     for p in source.iterdir():
-        age(p)
+        # Oldest first: the small files are sent before the large one.
+        age(p, 3600 if p.name.startswith("zz") else 7200)
     props = {"input.dir": str(source), "uploader.name": "up1", "file.minimum.age.ms": "0",
              "binary.chunk.size.bytes": "65536"}  # fmt: skip
     uploader = pipeline.start("upload", props)

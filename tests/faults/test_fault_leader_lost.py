@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from harness import Pipeline, wait_for_tree, write_random
 
+from harness import Pipeline, wait_for_tree, write_random
 from streamsend import localkafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -65,5 +65,6 @@ def test_transfer_survives_losing_the_partition_leader(
         assert problems == [], problems
     finally:
         up_rc, down_rc = uploader.stop(), downloader.stop()
+        pipeline.close()
         localkafka.up(three_nodes.dir)  # bring the killed node back for later tests
     assert (up_rc, down_rc) == (0, 0), uploader.output()[-3000:] + downloader.output()[-3000:]

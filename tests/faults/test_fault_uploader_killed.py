@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from harness import Pipeline, wait_for_tree, write_random
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -37,10 +39,15 @@ def test_uploader_killed_mid_file_then_restarted(pipeline: Pipeline, tmp_path: P
     write_random(source / "big.bin", 150 * 2**20, seed=3)
     up_props = {"input.dir": str(source), "uploader.name": "truck",
                 "file.minimum.age.ms": "0", "binary.chunk.size.bytes": "65536"}  # fmt: skip
+    # The downloader must be consuming before the upload starts, or the whole file could
+    # be acknowledged before it sees a byte and the kill would come too late.
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
+    admin.create_topics([NewTopic(pipeline.topic, 1, 1)])[pipeline.topic].result()
     down = pipeline.start(
         "download",
         {"output.dir": str(out), "partial.file.expiry.ms": "4000", "commit.interval.ms": "500"},
     )
+    wait_for(lambda: "assigned" in down.output(), 60, "the downloader to join")
     staging = out / ".streamsend" / "staging"
     first = pipeline.start("upload", up_props)
     try:
