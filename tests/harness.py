@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 
@@ -151,3 +153,21 @@ def wait_for_tree(source: Path, copy: Path, timeout: float = 120) -> list[str]:
         time.sleep(1)
         problems = compare_trees(source, copy) if copy.exists() else ["nothing delivered yet"]
     return problems
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mount`` for the duration (a small or read-only filesystem);
+    the test is skipped, with the reason, where this machine does not allow mounting."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import tmpfs
 from streamsend import localkafka
 from streamsend.errors import ExitStatus
 
@@ -48,16 +49,8 @@ def test_input_dir_that_is_not_a_directory(tmp_path: Path) -> None:
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only filesystem: unwritable even for root, which ignores permission bits."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_unwritable_output_dir(read_only_dir: Path) -> None:

@@ -9,27 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Pipeline, age, explain, wait_for_tree, write_random
+
+from harness import Pipeline, age, explain, tmpfs, wait_for_tree, write_random
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs; skipped where this machine does not let us mount one."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 24 MiB filesystem, to fill up."""
+    with tmpfs(tmp_path / "small", "size=24m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_pauses_and_resumes(pipeline: Pipeline, small_fs: Path, tmp_path: Path) -> None:
