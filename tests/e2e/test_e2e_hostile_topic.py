@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import Pipeline, age, explain, write_random
 
+from harness import Pipeline, age, explain, write_random
 from streamsend.protocol import Chunk, End, encode, new_transfer_id
 from streamsend.verify import compare_trees
 

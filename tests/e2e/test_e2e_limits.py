@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import Pipeline, age, explain, write_random
 
+from harness import Pipeline, age, explain, write_random
 from streamsend import localkafka
 from streamsend.verify import compare_trees
 

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from harness import Pipeline, age, explain, write_random
 
+from harness import Pipeline, age, explain, write_random
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Pipeline, wait_for_tree, write_random
 
+from harness import Pipeline, wait_for_tree, write_random
 from streamsend import localkafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

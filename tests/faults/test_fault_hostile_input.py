@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from harness import Pipeline, explain
 
+from harness import Pipeline, explain
 from streamsend.protocol import Chunk, End, Message, encode, new_transfer_id
 
 pytestmark = pytest.mark.kafka
