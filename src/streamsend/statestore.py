@@ -26,14 +26,24 @@ STATE_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "600
 
 @dataclass(frozen=True)
 class SentRecord:
+    """What is written per file: enough to audit what was sent, and when it changed."""
+
     size: int
     mtime_ns: int
     sha256: str
     transfer: str
 
 
+# What is kept in memory per file: only what decides whether it changed. A million
+# tracked files then cost ~150 MB of dict, not the ~500 MB of full records.
+Version = tuple[int, int]  # (size, mtime_ns)
+
+# A state topic that yields nothing for this long while not at its end is an error.
+STALL_SECONDS = 60.0
+
+
 class StateStore(Protocol):
-    def load(self) -> dict[str, SentRecord]: ...
+    def load(self) -> dict[str, Version]: ...
 
     def save(self, relative: str, record: SentRecord) -> None: ...
 
@@ -44,8 +54,8 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self.records: dict[str, SentRecord] = {}
 
-    def load(self) -> dict[str, SentRecord]:
-        return dict(self.records)
+    def load(self) -> dict[str, Version]:
+        return {path: (r.size, r.mtime_ns) for path, r in self.records.items()}
 
     def save(self, relative: str, record: SentRecord) -> None:
         self.records[relative] = record
@@ -65,7 +75,7 @@ class KafkaStateStore:
         self._producer = producer
         self._consumer_conf = consumer_conf
 
-    def load(self, timeout: float = 120.0) -> dict[str, SentRecord]:
+    def load(self) -> dict[str, Version]:
         """Read the state topic from the beginning to its current end."""
         conf = dict(self._consumer_conf)
         conf.update(
@@ -77,7 +87,7 @@ class KafkaStateStore:
             }
         )
         consumer = Consumer(conf)
-        records: dict[str, SentRecord] = {}
+        records: dict[str, Version] = {}
         try:
             md = consumer.list_topics(self.topic, timeout=30)
             partitions = list(md.topics[self.topic].partitions)
@@ -89,31 +99,31 @@ class KafkaStateStore:
                 if high > low:
                     remaining[p] = high
             consumer.assign([TopicPartition(self.topic, p, -2) for p in remaining])
-            deadline = time.monotonic() + timeout
+            last_progress = time.monotonic()
             while remaining:
-                if time.monotonic() > deadline:
+                if time.monotonic() - last_progress > STALL_SECONDS:
                     raise KafkaFatal(
-                        f"reading state topic {self.topic!r} took over {timeout:.0f} s"
+                        f"reading state topic {self.topic!r} stalled for {STALL_SECONDS:.0f} s"
                     )
-                msg = consumer.poll(1.0)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.pop(msg.partition() or 0, None)
-                        continue
-                    raise KafkaFatal(f"reading state topic {self.topic!r}: {err.str()}")
-                self._apply(msg.key(), msg.value(), records)
-                part, offset = msg.partition() or 0, msg.offset() or 0
-                if offset + 1 >= remaining.get(part, 0):
-                    remaining.pop(part, None)
+                # Batches: a million small records one poll() at a time is slow.
+                for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+                    last_progress = time.monotonic()
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            remaining.pop(msg.partition() or 0, None)
+                            continue
+                        raise KafkaFatal(f"reading state topic {self.topic!r}: {err.str()}")
+                    self._apply(msg.key(), msg.value(), records)
+                    part, offset = msg.partition() or 0, msg.offset() or 0
+                    if offset + 1 >= remaining.get(part, 0):
+                        remaining.pop(part, None)
         finally:
             consumer.close()
         log.info("state: %d file(s) already sent by this uploader", len(records))
         return records
 
-    def _apply(self, key: bytes | None, value: bytes | None, into: dict[str, SentRecord]) -> None:
+    def _apply(self, key: bytes | None, value: bytes | None, into: dict[str, Version]) -> None:
         if not key:
             return
         text = key.decode("utf-8", errors="replace")
@@ -124,8 +134,9 @@ class KafkaStateStore:
             into.pop(relative, None)
             return
         try:
-            into[relative] = SentRecord(**json.loads(value))
-        except (ValueError, TypeError) as exc:
+            doc = json.loads(value)
+            into[relative] = (int(doc["size"]), int(doc["mtime_ns"]))
+        except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable state record for %r: %s", relative, exc)
 
     def save(self, relative: str, record: SentRecord) -> None:

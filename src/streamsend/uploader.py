@@ -38,6 +38,7 @@ from streamsend.statestore import (
     MemoryStateStore,
     SentRecord,
     StateStore,
+    Version,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Uploader:
         self.watch = ConnectionWatch("uploader")
         self.producer: Producer | None = None
         self.state: StateStore = MemoryStateStore()
-        self.sent: dict[str, SentRecord] = {}
+        self.sent: dict[str, Version] = {}
         self.inflight: dict[str, InFlight] = {}
         self._finished: list[InFlight] = []
         self._retry_after: dict[str, float] = {}
@@ -222,8 +223,7 @@ class Uploader:
                 continue
             if self._retry_after.get(cand.relative, 0) > time.monotonic():
                 continue
-            rec = self.sent.get(cand.relative)
-            if rec is not None and (rec.size, rec.mtime_ns) == (cand.size, cand.mtime_ns):
+            if self.sent.get(cand.relative) == (cand.size, cand.mtime_ns):
                 continue
             wanted.append(cand)
         wanted.sort(key=lambda c: (c.mtime_ns, c.relative))
@@ -371,10 +371,11 @@ class Uploader:
                 self.stats.failed[cand.relative] = inf.aborted
             return
         self.stats.failed.pop(cand.relative, None)
-        record = SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
-        self.sent[cand.relative] = record
+        self.sent[cand.relative] = (cand.size, cand.mtime_ns)
         if not self.settings.dry_run:
-            self.state.save(cand.relative, record)
+            self.state.save(
+                cand.relative, SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
+            )
         self.stats.sent += 1
         self.stats.sent_bytes += cand.size
         log.info("sent %r (%d bytes)", cand.relative, cand.size)

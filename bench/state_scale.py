@@ -1,0 +1,78 @@
+"""Benchmark: the uploader's state topic with many tracked files.
+
+Writes N state records (one per file, as the uploader does) for one uploader into a
+fresh compacted state topic, then times a restarted uploader's load of that state and
+measures the memory it takes. Shows that the state is many small records, never one
+document that outgrows Kafka's message size limit.
+
+    .venv/bin/python bench/state_scale.py                  # 1,000,000 files, local Kafka
+    .venv/bin/python bench/state_scale.py --files 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+import uuid
+
+from confluent_kafka import Producer
+
+from streamsend import localkafka
+from streamsend.configload import resolve
+from streamsend.kafkaio import Admin, ConnectionWatch
+from streamsend.settings import UploaderSettings
+from streamsend.statestore import STATE_TOPIC_CONFIG, KafkaStateStore, SentRecord
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1_000_000)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or localkafka.up().bootstrap_servers
+    topic = f"bench-state-{uuid.uuid4().hex[:8]}"
+    settings = resolve(
+        UploaderSettings,
+        environ={},
+        flags={"bootstrap.servers": bootstrap, "topic": "bench-data", "input.dir": "/srv/x"},
+    )
+    Admin(settings, ConnectionWatch("bench")).ensure_topic(topic, 1, 1, STATE_TOPIC_CONFIG)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+    store = KafkaStateStore(
+        topic, "bench-data", "shop-0001", producer, {"bootstrap.servers": bootstrap}
+    )
+    started = time.monotonic()
+    for i in range(args.files):
+        path = f"year=2026/month={i % 12:02d}/day={i % 28:02d}/receipt-{i:09d}.json"
+        store.save(path, SentRecord(1000 + i, 1_790_000_000_000_000_000 + i, "ab" * 32, "cd" * 16))
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(300)
+    wrote = time.monotonic() - started
+
+    before = peak_rss_mib()
+    started = time.monotonic()
+    loaded = KafkaStateStore(topic, "bench-data", "shop-0001", producer,
+                             {"bootstrap.servers": bootstrap}).load()  # fmt: skip
+    took = time.monotonic() - started
+    result = {
+        "files": args.files,
+        "loaded": len(loaded),
+        "write_seconds": round(wrote, 1),
+        "load_seconds": round(took, 1),
+        "load_files_per_second": round(len(loaded) / took),
+        "peak_rss_before_load_MiB": round(before),
+        "peak_rss_after_load_MiB": round(peak_rss_mib()),
+    }
+    print(json.dumps(result, indent=2))
+    return 0 if len(loaded) == args.files else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
