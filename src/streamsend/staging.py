@@ -164,7 +164,6 @@ class StagingArea:
             "path": p.path,
             "declared_size": p.declared_size,
             "ranges": p.received.as_list(),
-            "last_activity": staged.last_activity,
         }
         tmp = self.staging_dir / f"{p.transfer}.json.tmp"
         with tmp.open("w", encoding="utf-8") as fp:
@@ -189,8 +188,9 @@ class StagingArea:
                 log.warning("discarding unreadable staging record %s: %s", sidecar.name, exc)
                 self._remove_staging(sidecar.stem)
                 continue
+            # The expiry clock restarts: while this downloader was down, the rest of the
+            # file may have been waiting on the topic, so silence then proves nothing.
             staged = self.open(progress)
-            staged.last_activity = float(doc.get("last_activity", time.time()))
             staged.dirty = False
             yield staged
         # Data files without a sidecar never had a durable range: nothing to keep.

@@ -363,3 +363,21 @@ def test_expire_forgets_old_done_markers(out: Path, area: StagingArea) -> None:
     assert area.done == {T2}
     assert not (out / ".streamsend" / "done" / T1).exists()
     assert (out / ".streamsend" / "done" / T2).exists()
+
+
+def test_recovered_transfer_is_not_expired_for_the_time_the_downloader_was_down(
+    out: Path,
+) -> None:
+    first = StagingArea(out)
+    staged = receive(first, chunks_of(DATA, 1000)[:2])
+    staged.last_activity -= 10 * 86400  # last heard of ten days ago
+    first.checkpoint()
+    first.close()
+    second = StagingArea(out)
+    try:
+        assert len(list(second.recover())) == 1
+        # Its remaining chunks may be waiting on the topic: the clock restarts now.
+        assert second.expire(max_idle_seconds=3600) == []
+        assert T1 in second.files
+    finally:
+        second.close()
