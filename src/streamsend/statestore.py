@@ -34,9 +34,15 @@ class SentRecord:
     transfer: str
 
 
-# What is kept in memory per file: only what decides whether it changed. A million
-# tracked files then cost ~150 MB of dict, not the ~500 MB of full records.
-Version = tuple[int, int]  # (size, mtime_ns)
+# What is kept in memory per file: only what decides whether it changed, packed into
+# one int (a tuple of two ints costs ~90 bytes more per file: ~90 MB a million files).
+Version = int
+
+
+def version_of(size: int, mtime_ns: int) -> Version:
+    """(size, mtime_ns) as one int; mtime may be negative (before 1970)."""
+    return (size << 64) | (mtime_ns & 0xFFFF_FFFF_FFFF_FFFF)
+
 
 # A state topic that yields nothing for this long while not at its end is an error.
 STALL_SECONDS = 60.0
@@ -55,7 +61,7 @@ class MemoryStateStore:
         self.records: dict[str, SentRecord] = {}
 
     def load(self) -> dict[str, Version]:
-        return {path: (r.size, r.mtime_ns) for path, r in self.records.items()}
+        return {path: version_of(r.size, r.mtime_ns) for path, r in self.records.items()}
 
     def save(self, relative: str, record: SentRecord) -> None:
         self.records[relative] = record
@@ -135,7 +141,7 @@ class KafkaStateStore:
             return
         try:
             doc = json.loads(value)
-            into[relative] = (int(doc["size"]), int(doc["mtime_ns"]))
+            into[relative] = version_of(int(doc["size"]), int(doc["mtime_ns"]))
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable state record for %r: %s", relative, exc)
 

@@ -39,6 +39,7 @@ from streamsend.statestore import (
     SentRecord,
     StateStore,
     Version,
+    version_of,
 )
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class Uploader:
                 continue
             if self._retry_after.get(cand.relative, 0) > time.monotonic():
                 continue
-            if self.sent.get(cand.relative) == (cand.size, cand.mtime_ns):
+            if self.sent.get(cand.relative) == version_of(cand.size, cand.mtime_ns):
                 continue
             wanted.append(cand)
         wanted.sort(key=lambda c: (c.mtime_ns, c.relative))
@@ -371,7 +372,7 @@ class Uploader:
                 self.stats.failed[cand.relative] = inf.aborted
             return
         self.stats.failed.pop(cand.relative, None)
-        self.sent[cand.relative] = (cand.size, cand.mtime_ns)
+        self.sent[cand.relative] = version_of(cand.size, cand.mtime_ns)
         if not self.settings.dry_run:
             self.state.save(
                 cand.relative, SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
