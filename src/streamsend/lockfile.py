@@ -7,7 +7,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from streamsend.errors import LockHeld
+from streamsend.errors import EnvironmentProblem, LockHeld
 
 
 class DirectoryLock:
@@ -24,7 +24,12 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot create the lock file {str(self.path)!r}: {exc.strerror}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

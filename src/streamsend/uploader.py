@@ -17,10 +17,11 @@ import stat
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import Any
 
+import platformdirs
 from confluent_kafka import KafkaError, Message, Producer
 
 from streamsend.chunking import ChunkSizing, automatic_chunk_size, chunk_count, fixed_chunk_size
@@ -167,7 +168,7 @@ class Uploader:
     def run(self) -> UploadStats:
         self._check_input_dir()
         lock = DirectoryLock(
-            self.input_dir / ".streamsend-uploader.lock",
+            _lock_path(self.input_dir),
             f"input.dir {str(self.input_dir)!r} is in use by another uploader",
         )
         lock.acquire()
@@ -469,6 +470,18 @@ class Uploader:
                 remaining -= len(piece)
         tmp.rename(final)
         log.info("generated test file %s", final.name)
+
+
+def _lock_path(input_dir: Path) -> Path:
+    """The lock lives in input.dir, where every uploader of it (on any host sharing the
+    filesystem) sees it. A read-only input.dir (media, snapshots) cannot hold it: then
+    it lives in this user's cache, which still guards against uploaders on this host."""
+    if os.access(input_dir, os.W_OK):
+        return input_dir / ".streamsend-uploader.lock"
+    digest = hashlib.sha256(str(input_dir).encode()).hexdigest()[:24]
+    locks = Path(platformdirs.user_cache_dir("streamsend")) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"uploader-{digest}.lock"
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:

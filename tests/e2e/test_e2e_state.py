@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from harness import Pipeline, age, count_records, explain, write_random
+from harness import Pipeline, age, count_records, explain, tmpfs, write_random
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
@@ -239,3 +240,16 @@ def test_dry_run_produces_nothing(pipeline: Pipeline, tmp_path: Path, state_topi
         assert topic not in topics or count_records(pipeline.bootstrap, topic) == 0
     # after.upload is not applied in a dry run.
     assert (source / "a.bin").is_file() and (source / "b.txt").is_file()
+
+
+def test_read_only_input_dir_is_sent(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Media or snapshots mounted read-only: the lock moves to the user's cache."""
+    with tmpfs(tmp_path / "media", "size=8m") as media:
+        write_random(media / "photos" / "img-1.raw", 300_000, seed=1)
+        age(media / "photos" / "img-1.raw")
+        subprocess.run(["mount", "-o", "remount,ro", str(media)], check=True)
+        up = pipeline.upload(media, name="camera")
+        assert up.returncode == 0, explain(up)
+        down = pipeline.download(tmp_path / "out")
+        assert down.returncode == 0, explain(down)
+        assert compare_trees(media, tmp_path / "out" / "camera") == []
