@@ -174,7 +174,9 @@ class UploaderSettings(CommonSettings):
     processing_state_checkpoint_interval_secs: int = setting(
         "processing.state.checkpoint.interval.secs",
         60,
-        "Longest time a state record may wait in the client before it is flushed to Kafka.",
+        "Accepted for compatibility with the original's config files, and validated; it has "
+        "no effect here: each file's state record is produced as soon as the file is "
+        "acknowledged, so there is no periodic checkpoint to schedule.",
         minimum=1,
         maximum=3600,
     )

@@ -192,9 +192,6 @@ class Uploader:
     def _loop(self) -> None:
         next_scan = 0.0
         next_test_file = time.monotonic()
-        next_state_flush = (
-            time.monotonic() + self.settings.processing_state_checkpoint_interval_secs
-        )
         while not self._stop:
             now = time.monotonic()
             if self.settings.generate_test_file_bytes and now >= next_test_file:
@@ -209,9 +206,6 @@ class Uploader:
                 if self.once:
                     break
             self._poll(0.1)
-            if now >= next_state_flush and self.producer is not None:
-                self.producer.flush(0)
-                next_state_flush = now + self.settings.processing_state_checkpoint_interval_secs
 
     def _eligible(self) -> list[Candidate]:
         now_ns = time.time_ns()
@@ -373,6 +367,7 @@ class Uploader:
                 self.stats.failed[cand.relative] = inf.aborted
             return
         self.stats.failed.pop(cand.relative, None)
+        self._retry_after.pop(cand.relative, None)
         self.sent[cand.relative] = version_of(cand.size, cand.mtime_ns)
         if not self.settings.dry_run:
             self.state.save(
