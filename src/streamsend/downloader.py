@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,7 +60,6 @@ class DownloadStats:
     unsafe_paths: int = 0
     duplicates: int = 0
     disk_full_pauses: int = 0
-    delivered_paths: list[str] = field(default_factory=list)
 
 
 class Downloader:
@@ -315,7 +314,9 @@ class Downloader:
                 record.path,
                 record.reason,
             )
-            self.staging.discard(record.transfer)
+            # Remembered as finished: a chunk of it arriving late (from another partition)
+            # must not start a staging file that would only wait to expire.
+            self.staging.discard(record.transfer, remember=True)
             return
         staged = self.staging.files.get(record.transfer)
         if staged is None:
@@ -347,7 +348,6 @@ class Downloader:
             return
         self.stats.delivered += 1
         self.stats.delivered_bytes += end.size
-        self.stats.delivered_paths.append(f"{end.uploader}/{end.path}")
         log.info("delivered %r (%d bytes, sha256 %s)", str(final), end.size, end.sha256[:16])
 
     def _reject(self, record: Record, reason: str) -> None:

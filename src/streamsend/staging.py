@@ -281,7 +281,11 @@ class StagingArea:
 
     # -- giving up ---------------------------------------------------------------
 
-    def discard(self, transfer: str) -> None:
+    def discard(self, transfer: str, remember: bool = False) -> None:
+        """Drop a transfer's staging data; ``remember`` ignores its later records too."""
+        if remember:
+            self._mark_done(transfer)
+            return
         staged = self.files.pop(transfer, None)
         if staged is not None:
             os.close(staged.fd)

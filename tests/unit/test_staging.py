@@ -381,3 +381,13 @@ def test_recovered_transfer_is_not_expired_for_the_time_the_downloader_was_down(
         assert T1 in second.files
     finally:
         second.close()
+
+
+def test_discard_with_remember_ignores_the_transfer_from_then_on(
+    out: Path, area: StagingArea
+) -> None:
+    receive(area, chunks_of(DATA, 1000)[:2])
+    area.discard(T1, remember=True)
+    assert T1 in area.done and T1 not in area.files
+    assert staging_names(area) == set()
+    assert (out / ".streamsend" / "done" / T1).exists()  # survives a restart
