@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from streamsend.configload import env_name
+from streamsend.configload import NOT_YET_SUPPORTED, env_name
 from streamsend.settings import (
     CommonSettings,
     DownloaderSettings,
@@ -105,6 +105,15 @@ def render() -> str:
                 f"| `{s.name}` | {_default(f, s)} | {_rule(s)} | `{env_name(s.name)}` | {s.help} |"
             )
         lines.append("")
+    lines += [
+        "## Properties of the original not supported yet",
+        "",
+        "A config file that sets one of these is refused with a message saying what is "
+        "missing, rather than running without it:",
+        "",
+    ]
+    lines += [f"- `{key}`: {what}" for key, what in NOT_YET_SUPPORTED.items()]
+    lines.append("")
     return "\n".join(lines)
 
 

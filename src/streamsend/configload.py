@@ -34,6 +34,21 @@ _FALSE = {"no", "false", "off", "0"}
 
 S = TypeVar("S", bound=CommonSettings)
 
+# Documented by the original Streamsend, not implemented here yet. Named, so a user who
+# brings such a config file learns exactly what is missing rather than "unknown".
+_MSK_IAM = "AWS MSK IAM authentication (use SASL/SCRAM or mTLS to MSK meanwhile)"
+_S3 = "an S3 destination for the downloader"
+NOT_YET_SUPPORTED = {
+    "aws.region": _MSK_IAM + " or " + _S3,
+    "aws.access.key.id": _MSK_IAM,
+    "aws.secret.access.key": _MSK_IAM,
+    "aws.session.token": _MSK_IAM,
+    "s3.bucket.name": _S3,
+    "s3.endpoint.url": _S3,
+    "finished.file.retention.mins": "deleting .FINISHED files later (after.upload=delete "
+    "deletes a file once every chunk is acknowledged)",
+}
+
 
 @dataclass(frozen=True)
 class Raw:
@@ -173,6 +188,11 @@ def resolve(
             continue  # a shared config file may carry the other role's properties
         elif is_librdkafka_property(key):
             kafka[key] = raw.value
+        elif key in NOT_YET_SUPPORTED:
+            raise ConfigError(
+                f"{key} (from {raw.source}) is a property of the original Streamsend that "
+                f"this version does not support yet: {NOT_YET_SUPPORTED[key]}"
+            )
         else:
             guess = difflib.get_close_matches(key, _known_names(), n=1, cutoff=0.6)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""

@@ -400,3 +400,15 @@ def test_secrets_never_appear_in_error_messages(tmp_path: Path) -> None:
     assert "hunter2-typo" not in message
     message = config_error(environ={"STREAMSEND_SASL_PASSWRD": "hunter2-env"}, flags=REQUIRED_UP)
     assert "hunter2-env" not in message
+
+
+@pytest.mark.parametrize("key", ["aws.region", "s3.bucket.name", "finished.file.retention.mins"])
+def test_original_properties_not_supported_yet_are_named_as_such(key: str) -> None:
+    from streamsend.configload import resolve
+    from streamsend.errors import ConfigError
+    from streamsend.settings import DownloaderSettings
+
+    flags = {"bootstrap.servers": "b:9092", "topic": "t", "output.dir": "/srv/out", key: "x"}
+    with pytest.raises(ConfigError, match="does not support yet") as info:
+        resolve(DownloaderSettings, environ={}, flags=flags)
+    assert "\n" not in str(info.value)
