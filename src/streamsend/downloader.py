@@ -118,6 +118,10 @@ class Downloader:
             "enable.auto.offset.store": False,
             # Bound the prefetch queue: memory must not grow with file size.
             "queued.max.messages.kbytes": 32768,
+            # With chunk-sized messages that bound is reached after a few records, and
+            # librdkafka then waits fetch.queue.backoff.ms (1 s by default) before fetching
+            # again: that wait, not the disk, held a 1 GiB download to ~53 MB/s.
+            "fetch.queue.backoff.ms": 20,
             "fetch.max.bytes": 16 * 1024 * 1024,
         }
         conf = client_config(self.settings, "consumer", defaults, self.watch)

@@ -46,10 +46,17 @@ def test_downloader_survives_repeated_sigkill(pipeline: Pipeline, tmp_path: Path
     }
 
     props = {"output.dir": str(out), "commit.interval.ms": "300"}
+    staging = out / ".streamsend" / "staging"
     kills_mid_transfer = 0
     for _ in range(KILLS):
         proc = pipeline.start("download", props)
-        time.sleep(rng.uniform(1.0, 3.0))
+        # Kill at a random moment once data flows (a fixed delay would race the speed of
+        # the machine: this downloader moves hundreds of MB/s).
+        deadline = time.monotonic() + 60
+        while "delivered" not in proc.output() and not list(staging.glob("*.part")):
+            assert time.monotonic() < deadline, proc.output()[-3000:]
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.8))
         if proc.proc.poll() is not None:
             pytest.fail(f"downloader exited by itself: {proc.output()[-3000:]}")
         proc.proc.send_signal(signal.SIGKILL)
@@ -68,5 +75,4 @@ def test_downloader_survives_repeated_sigkill(pipeline: Pipeline, tmp_path: Path
     assert final.returncode == 0, explain(final)
     assert compare_trees(source, out / "up1") == []
     assert visible_files(out) == expected
-    staging = out / ".streamsend" / "staging"
     assert not list(staging.iterdir()), list(staging.iterdir())
