@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
@@ -70,7 +70,6 @@ class ConnectionWatch:
     ever_connected: bool = False
     unreachable_since: float | None = None
     fatal: KafkaError | None = None
-    last_detail: str = field(default="")
 
     def error_cb(self, err: KafkaError) -> None:
         code = err.code()
@@ -78,7 +77,6 @@ class ConnectionWatch:
             self.fatal = self.fatal or err
             return
         if code in _UNREACHABLE_CODES:
-            self.last_detail = err.str()
             if self.unreachable_since is None:
                 self.unreachable_since = time.monotonic()
                 log.warning(

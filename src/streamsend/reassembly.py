@@ -41,10 +41,6 @@ class RangeSet:
         i = bisect.bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
 
-    def contiguous_from_zero(self) -> int:
-        """Length of the prefix [0, n) that has arrived."""
-        return self._ends[0] if self._starts and self._starts[0] == 0 else 0
-
     def total(self) -> int:
         return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
 
@@ -65,7 +61,6 @@ class TransferProgress:
     declared_size: int
     received: RangeSet = field(default_factory=RangeSet)
     end: End | None = None
-    chunks_seen: int = 0
 
     def is_new_chunk(self, chunk: Chunk) -> bool:
         """Validate a chunk against what we know; False when its bytes all arrived before.
@@ -86,7 +81,6 @@ class TransferProgress:
         if not self.is_new_chunk(chunk):
             return False
         self.received.add(chunk.offset, chunk.offset + len(chunk.data))
-        self.chunks_seen += 1
         return True
 
     def accept_end(self, end: End) -> None:
