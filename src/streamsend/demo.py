@@ -69,7 +69,7 @@ def run(work: Path, verbose: bool = False) -> int:
     down = resolve(
         DownloaderSettings,
         environ={},
-        flags={**common, "output.dir": str(target), "idle.exit.ms": "5000"},
+        flags={**common, "output.dir": str(target), "idle.exit.ms": "3000"},
     )
     say(f"uploading {source} to topic {topic} ...")
     sent = Uploader(up, once=True).run()
