@@ -254,6 +254,8 @@ class StagingArea:
                 fd = next_fd
         except OSError as exc:
             os.close(fd)
+            if _no_space(exc):  # creating a directory: retried once there is room
+                raise DiskFull(4096, "a directory of " + "/".join(parts)) from exc
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafePath(
                     f"a directory on the way to {'/'.join(parts)!r} is a symlink or a file"

@@ -50,3 +50,38 @@ def test_full_disk_pauses_and_resumes(pipeline: Pipeline, small_fs: Path, tmp_pa
     finally:
         rc = down.stop()
     assert rc == 0, down.output()[-3000:]
+
+
+def test_no_room_for_a_directory_at_delivery_is_disk_full_then_retried(tmp_path: Path) -> None:
+    """Delivery creates the file's directories; out of inodes, that is DiskFull (the
+    downloader pauses and retries), and the retry succeeds once room returns."""
+    import hashlib
+
+    from streamsend.protocol import End
+    from streamsend.reassembly import TransferProgress
+    from streamsend.staging import DiskFull, StagingArea
+
+    data = b"x" * 5000
+    transfer = "ab" * 16
+    with tmpfs(tmp_path / "inodes", "size=4m,nr_inodes=64") as mount:
+        area = StagingArea(mount / "out")
+        try:
+            staged = area.open(TransferProgress(transfer, "up", "a/b/f.bin", len(data)))
+            area.write(staged, 0, data)
+            staged.progress.received.add(0, len(data))
+            fillers = []
+            with pytest.raises(OSError):  # use up every inode
+                for i in range(1000):
+                    filler = mount / f"filler-{i}"
+                    filler.write_bytes(b"")
+                    fillers.append(filler)
+            sha = hashlib.sha256(data).hexdigest()
+            end = End(transfer, "up", "a/b/f.bin", len(data), 1, sha, 1_700_000_000 * 10**9, 0o644)
+            with pytest.raises(DiskFull):
+                area.finalize(staged, end, ("a", "b", "f.bin"))
+            for filler in fillers[:10]:
+                filler.unlink()
+            path = area.finalize(staged, end, ("a", "b", "f.bin"))
+            assert path.read_bytes() == data
+        finally:
+            area.close()
