@@ -62,8 +62,9 @@ def test_uploader_killed_mid_file_then_restarted(pipeline: Pipeline, tmp_path: P
             problems = wait_for_tree(source, out / "truck", timeout=180)
             assert problems == [], problems
             # The first, abandoned attempt is expired and its staging data removed.
-            wait_for(lambda: not list(staging.glob("*.part")), 60, "staging to be emptied")
-            assert "nothing received for" in down.output()
+            # (The log line follows the removal, so wait for the line, then look.)
+            wait_for(lambda: "nothing received for" in down.output(), 60, "the expiry")
+            assert not list(staging.glob("*.part"))
         finally:
             assert second.stop() == 0, second.output()[-3000:]
     finally:
