@@ -7,7 +7,6 @@ Flags for ``upload`` and ``download`` are generated from the configuration model
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,18 +20,11 @@ from streamsend.settings import (
     CommonSettings,
     DownloaderSettings,
     UploaderSettings,
+    default_text,
     settings_fields,
 )
 
 log = logging.getLogger("streamsend")
-
-
-def _default_text(field_default: object, s_default_text: str | None) -> str:
-    if s_default_text is not None:
-        return s_default_text
-    if isinstance(field_default, bool):
-        return "yes" if field_default else "no"
-    return str(field_default)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings]) -> None:
@@ -46,10 +38,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings
         flags = [f"--{s.name}"]
         if "." in s.name:
             flags.append("--" + s.name.replace(".", "-"))
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = "required" if required else _default_text(f.default, s.default_text)
-        if f.default_factory is not dataclasses.MISSING and s.default_text is None:
-            default = "computed"
+        default = default_text(f, s) or "required"
         extra = f" One of: {', '.join(s.choices)}." if s.choices else ""
         group.add_argument(
             *flags,

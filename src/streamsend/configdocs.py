@@ -14,6 +14,7 @@ from streamsend.settings import (
     DownloaderSettings,
     Setting,
     UploaderSettings,
+    default_text,
     settings_fields,
 )
 
@@ -67,13 +68,10 @@ _ROLE_TEXT = {
 
 
 def _default(f: dataclasses.Field[object], s: Setting) -> str:
-    if s.default_text is not None:
-        return s.default_text
-    if f.default is dataclasses.MISSING:
+    text = default_text(f, s)
+    if text is None:
         return "*required*"
-    if isinstance(f.default, bool):
-        return "`yes`" if f.default else "`no`"
-    return f"`{f.default}`"
+    return text if s.default_text is not None else f"`{text}`"
 
 
 def _rule(s: Setting) -> str:

@@ -244,6 +244,17 @@ class DownloaderSettings(CommonSettings):
     )
 
 
+def default_text(f: dataclasses.Field[Any], s: Setting) -> str | None:
+    """How a property's default reads in --help and the docs; None when it is required."""
+    if s.default_text is not None:
+        return s.default_text
+    if f.default is dataclasses.MISSING:
+        return None if f.default_factory is dataclasses.MISSING else "computed at start-up"
+    if isinstance(f.default, bool):
+        return "yes" if f.default else "no"
+    return str(f.default)
+
+
 def settings_fields(cls: type[CommonSettings]) -> list[tuple[dataclasses.Field[Any], Setting]]:
     """The declared properties of a settings class, in declaration order."""
     return [(f, f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
