@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, age, count_records, explain, write_random
+from harness import Pipeline, age, count_records, create_topic, explain, write_random
 from streamsend.errors import ExitStatus
 from streamsend.verify import compare_trees
 
@@ -34,13 +33,6 @@ def streamsend(
         timeout=timeout,
         env=environ,
     )
-
-
-def create_topic(bootstrap: str, topic: str) -> None:
-    """Created up front: the uploader's own creation path races on a broker with
-    auto.create.topics.enable=true (see test_e2e_state.py)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result()
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], status: ExitStatus) -> str:

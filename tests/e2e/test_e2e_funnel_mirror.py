@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, Process, age, explain, write_random
+from harness import Pipeline, Process, age, create_topic, explain, write_random
 from streamsend.downloader import default_group_id
 from streamsend.verify import compare_trees
 
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.kafka
 
 CHUNK = "65536"
 MIB = 1 << 20
-
-
-def create_topic(bootstrap: str, topic: str) -> None:
-    """Create the chunk topic up front. The uploader's own creation path races on a broker
-    with auto.create.topics.enable=true (see test_e2e_state.py) and would make these
-    tests flaky for a reason they are not about."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result()
 
 
 def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:

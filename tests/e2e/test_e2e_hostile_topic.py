@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, age, explain, write_random
+from harness import Pipeline, age, create_topic, explain, write_random
 from streamsend.protocol import Chunk, End, encode, new_transfer_id
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
-
-
-def create_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result()
 
 
 def produce(bootstrap: str, topic: str, records: list[dict[str, object]]) -> None:

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, age, explain, write_random
+from harness import Pipeline, age, create_topic, explain, write_random
 from streamsend import localkafka
 from streamsend.verify import compare_trees
 
@@ -37,17 +36,9 @@ def round_trip(pipeline: Pipeline, tmp_path: Path, size: int, **props: str) -> s
     return up.stderr
 
 
-def create_topic(bootstrap: str, topic: str, config: dict[str, str]) -> None:
-    """Created up front: the uploader's own creation path races on a broker with
-    auto.create.topics.enable=true (see test_e2e_state.py)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(topic, num_partitions=1, replication_factor=1, config=config)
-    admin.create_topics([new])[topic].result()
-
-
 def test_chunks_fill_a_stock_limit_topic(pipeline: Pipeline, tmp_path: Path) -> None:
     # The dev broker allows 8 MiB; this topic allows Kafka's stock 1 MiB.
-    create_topic(pipeline.bootstrap, pipeline.topic, {"max.message.bytes": str(STOCK_LIMIT)})
+    create_topic(pipeline.bootstrap, pipeline.topic, config={"max.message.bytes": str(STOCK_LIMIT)})
     log = round_trip(pipeline, tmp_path, 5 * 2**20, upload_payload_percentage="99")
     chunk = chunk_size(log)
     # Above librdkafka's default limit: the client's message.max.bytes had to be raised.
@@ -61,7 +52,7 @@ def test_stock_limit_broker(unique_topic: str, tmp_path: Path) -> None:
     try:
         cluster = localkafka.up(dir=kafka_dir, port=0, message_max_bytes=STOCK_LIMIT, heap_mb=256)
         pipeline = Pipeline(cluster.bootstrap_servers, unique_topic, tmp_path / "work")
-        create_topic(pipeline.bootstrap, pipeline.topic, {})  # inherits the broker's limit
+        create_topic(pipeline.bootstrap, pipeline.topic)  # inherits the broker's limit
         log = round_trip(pipeline, tmp_path, 3 * 2**20)
         assert f"broker message.max.bytes={STOCK_LIMIT}" in log
         assert chunk_size(log) < STOCK_LIMIT

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,18 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
-    NewTopic,
 )
 
-from harness import Pipeline, age, count_records, explain, tmpfs, write_random
+from harness import (
+    Pipeline,
+    age,
+    count_records,
+    create_topic,
+    explain,
+    tmpfs,
+    wait_for,
+    write_random,
+)
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
@@ -29,21 +36,6 @@ CHUNK = "65536"
 @pytest.fixture
 def state_topic(unique_topic: str) -> str:
     return f"{unique_topic}-state"
-
-
-def create_topic(bootstrap: str, topic: str, config: dict[str, str] | None = None) -> None:
-    """Create the chunk topic up front, so the uploader's racy creation path (see
-    test_state_topic_is_compacted) cannot make the other tests flaky."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(topic, num_partitions=1, replication_factor=1, config=config or {})
-    admin.create_topics([new])[topic].result()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def topic_names(bootstrap: str) -> set[str]:

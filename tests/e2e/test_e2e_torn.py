@@ -7,23 +7,16 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, Process
+from harness import Pipeline, Process, create_topic, wait_for
 
 pytestmark = pytest.mark.kafka
 
 SIZE = 16 * 2**20
 REWRITE_SECONDS = 5.0
-
-
-def create_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result()
 
 
 def version(k: int) -> bytes:
@@ -55,13 +48,6 @@ def stop(proc: Process, name: str) -> str:
     output = proc.output()
     assert code == 0, f"{name} exited {code}:\n{output[-6000:]}"
     return output
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_file_rewritten_while_sent_is_never_delivered_torn(

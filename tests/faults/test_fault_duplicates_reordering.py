@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, explain
+from harness import Pipeline, create_topic, explain
 from streamsend.protocol import Chunk, End, Message, encode, new_transfer_id
 
 pytestmark = pytest.mark.kafka
@@ -33,10 +32,7 @@ def transfer(uploader: str, path: str, data: bytes, mtime_ns: int) -> list[Messa
 def test_duplicates_reordering_and_resends_give_one_correct_file(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
-    admin.create_topics([NewTopic(pipeline.topic, num_partitions=3, replication_factor=1)])[
-        pipeline.topic
-    ].result()
+    create_topic(pipeline.bootstrap, pipeline.topic, partitions=3)
     rng = random.Random(11)
     data = rng.randbytes(1_000_003)
     mtime = 1_700_000_000_123_456_789

@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import Pipeline, wait_for_tree, write_random
+from harness import Pipeline, create_topic, wait_for, wait_for_tree, write_random
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def staged_bytes(staging: Path) -> int:
@@ -41,8 +30,7 @@ def test_uploader_killed_mid_file_then_restarted(pipeline: Pipeline, tmp_path: P
                 "file.minimum.age.ms": "0", "binary.chunk.size.bytes": "65536"}  # fmt: skip
     # The downloader must be consuming before the upload starts, or the whole file could
     # be acknowledged before it sees a byte and the kill would come too late.
-    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap})
-    admin.create_topics([NewTopic(pipeline.topic, 1, 1)])[pipeline.topic].result()
+    create_topic(pipeline.bootstrap, pipeline.topic)
     down = pipeline.start(
         "download",
         {"output.dir": str(out), "partial.file.expiry.ms": "4000", "commit.interval.ms": "500"},

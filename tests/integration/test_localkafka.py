@@ -19,8 +19,8 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from harness import create_topic
 from streamsend import localkafka
 from streamsend.errors import LocalKafkaError
 
@@ -67,11 +67,6 @@ def up_ok(directory: Path, *extra: str) -> str:
     line = last_line(done.stdout)
     assert BOOTSTRAP_LINE.match(line), done.stdout
     return line
-
-
-def create_topic(bootstrap: str, topic: str, partitions: int, replicas: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, replicas)])[topic].result(timeout=60)
 
 
 def produce(bootstrap: str, topic: str, value: bytes) -> None:
