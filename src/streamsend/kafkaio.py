@@ -77,13 +77,17 @@ class ConnectionWatch:
             self.fatal = self.fatal or err
             return
         if code in _UNREACHABLE_CODES:
-            if self.unreachable_since is None:
-                self.unreachable_since = time.monotonic()
-                log.warning(
-                    "%s: Kafka is unreachable (%s); retrying until it is back", self.name, err.str()
-                )
+            self.unreachable(err.str())
             return
         log.debug("%s: Kafka client reports %s", self.name, err.str())
+
+    def unreachable(self, detail: str) -> None:
+        """Call when a request failed for want of a broker; logs only the first time."""
+        if self.unreachable_since is None:
+            self.unreachable_since = time.monotonic()
+            log.warning(
+                "%s: Kafka is unreachable (%s); retrying until it is back", self.name, detail
+            )
 
     def reached(self) -> None:
         """Call when a request succeeded."""
@@ -155,9 +159,7 @@ class Admin:
             except KafkaException as exc:
                 self._client.poll(0)  # serves error_cb, where fatal errors are seen
                 self._watch.raise_if_fatal()
-                if self._watch.unreachable_since is None:
-                    self._watch.unreachable_since = time.monotonic()
-                    log.warning("Kafka is unreachable (%s); retrying", exc.args[0].str())
+                self._watch.unreachable(exc.args[0].str())
                 continue
             self._watch.raise_if_fatal()
             self._watch.reached()
