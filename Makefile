@@ -24,4 +24,4 @@ format:
 	.venv/bin/ruff check --fix src tests bench
 
 docs:
-	.venv/bin/python -m streamsend.configdocs > docs/configuration.md
+	.venv/bin/python -m streamsend.config.docs > docs/configuration.md

@@ -21,10 +21,10 @@ import uuid
 from confluent_kafka import Producer
 
 from streamsend import localkafka
-from streamsend.configload import resolve
-from streamsend.kafkaio import Admin, ConnectionWatch
-from streamsend.settings import UploaderSettings
-from streamsend.statestore import STATE_TOPIC_CONFIG, KafkaStateStore, SentRecord
+from streamsend.config.loader import resolve
+from streamsend.config.settings import UploaderSettings
+from streamsend.transport.kafka import Admin, ConnectionWatch
+from streamsend.upload.state import STATE_TOPIC_CONFIG, KafkaStateStore, SentRecord
 
 
 def peak_rss_mib() -> float:

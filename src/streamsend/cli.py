@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamsend import __version__
-from streamsend.configload import describe, normalise_flag, resolve
-from streamsend.errors import ExitStatus, StreamsendError, UsageError
-from streamsend.localkafka import commands as kafka_commands
-from streamsend.settings import (
+from streamsend.config.loader import describe, normalise_flag, resolve
+from streamsend.config.settings import (
     CommonSettings,
     DownloaderSettings,
     UploaderSettings,
     default_text,
     settings_fields,
 )
+from streamsend.errors import ExitStatus, StreamsendError, UsageError
+from streamsend.localkafka import commands as kafka_commands
 
 log = logging.getLogger("streamsend")
 
@@ -102,7 +102,7 @@ def _load(cls: type[CommonSettings], args: argparse.Namespace, extra: list[str])
 
 
 def run_upload(args: argparse.Namespace, extra: list[str]) -> int:
-    from streamsend.uploader import Uploader
+    from streamsend.upload.service import Uploader
 
     settings = _load(UploaderSettings, args, extra)
     assert isinstance(settings, UploaderSettings)
@@ -111,7 +111,7 @@ def run_upload(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def run_download(args: argparse.Namespace, extra: list[str]) -> int:
-    from streamsend.downloader import Downloader
+    from streamsend.download.service import Downloader
 
     settings = _load(DownloaderSettings, args, extra)
     assert isinstance(settings, DownloaderSettings)

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from streamsend import localkafka
-from streamsend.configload import resolve
-from streamsend.downloader import Downloader
-from streamsend.settings import DownloaderSettings, UploaderSettings
-from streamsend.uploader import Uploader
+from streamsend.config.loader import resolve
+from streamsend.config.settings import DownloaderSettings, UploaderSettings
+from streamsend.download.service import Downloader
+from streamsend.upload.service import Uploader
 from streamsend.verify import compare_trees
 
 UPLOADER = "demo-uploader"

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from harness import Pipeline, Process, age, create_topic, explain, write_random
-from streamsend.downloader import default_group_id
+from streamsend.download.service import default_group_id
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
@@ -20,7 +20,7 @@ MIB = 1 << 20
 
 
 def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:
-    """The streamsend.uploader header of every record of partition 0, in offset order."""
+    """The streamsend.upload.service header of every record of partition 0, in offset order."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -37,7 +37,7 @@ def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:
             if msg.error():
                 break  # partition EOF
             headers = dict(msg.headers() or [])
-            found.append(headers["streamsend.uploader"].decode())
+            found.append(headers["streamsend.upload.service"].decode())
     finally:
         consumer.close()
     return found

@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Producer
 
 from harness import Pipeline, age, create_topic, explain, write_random
-from streamsend.protocol import Chunk, End, encode, new_transfer_id
 from streamsend.verify import compare_trees
+from streamsend.wire.protocol import Chunk, End, encode, new_transfer_id
 
 pytestmark = pytest.mark.kafka
 

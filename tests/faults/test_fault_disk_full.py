@@ -57,9 +57,9 @@ def test_no_room_for_a_directory_at_delivery_is_disk_full_then_retried(tmp_path:
     downloader pauses and retries), and the retry succeeds once room returns."""
     import hashlib
 
-    from streamsend.protocol import End
-    from streamsend.reassembly import TransferProgress
-    from streamsend.staging import DiskFull, StagingArea
+    from streamsend.download.reassembly import TransferProgress
+    from streamsend.download.staging import DiskFull, StagingArea
+    from streamsend.wire.protocol import End
 
     data = b"x" * 5000
     transfer = "ab" * 16

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from harness import Pipeline, create_topic, explain
-from streamsend.protocol import Chunk, End, Message, encode, new_transfer_id
+from streamsend.wire.protocol import Chunk, End, Message, encode, new_transfer_id
 
 pytestmark = pytest.mark.kafka
 

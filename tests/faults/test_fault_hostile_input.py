@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from harness import Pipeline, explain
-from streamsend.protocol import Chunk, End, Message, encode, new_transfer_id
+from streamsend.wire.protocol import Chunk, End, Message, encode, new_transfer_id
 
 pytestmark = pytest.mark.kafka
 

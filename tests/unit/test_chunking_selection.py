@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsend.chunking import (
+from streamsend.errors import ConfigError
+from streamsend.upload.selection import FileRules, refuse_system_dir
+from streamsend.wire.chunking import (
     MIN_CHUNK_BYTES,
     RECORD_OVERHEAD_BYTES,
     automatic_chunk_size,
     chunk_count,
     fixed_chunk_size,
 )
-from streamsend.errors import ConfigError
-from streamsend.selection import FileRules, refuse_system_dir
 
 STOCK_LIMIT = 1048588  # Kafka's default message.max.bytes / max.message.bytes
 EIGHT_MIB = 8 * 1024 * 1024

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from streamsend import cli
-from streamsend.configload import resolve
+from streamsend.config.loader import resolve
+from streamsend.config.settings import DownloaderSettings, UploaderSettings, settings_fields
 from streamsend.errors import ExitStatus, UsageError
-from streamsend.settings import DownloaderSettings, UploaderSettings, settings_fields
 
 ROLES = [("upload", UploaderSettings), ("download", DownloaderSettings)]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streamsend.configload import describe, env_name, normalise_flag, read_file, resolve
+from streamsend.config.loader import describe, env_name, normalise_flag, read_file, resolve
+from streamsend.config.settings import DownloaderSettings, UploaderSettings
 from streamsend.errors import ConfigError, ExitStatus
-from streamsend.settings import DownloaderSettings, UploaderSettings
 
 REQUIRED_UP = {"bootstrap.servers": "k:9092", "topic": "t", "input.dir": "/data/in"}
 REQUIRED_DOWN = {"bootstrap.servers": "k:9092", "topic": "t", "output.dir": "/data/out"}
@@ -404,9 +404,9 @@ def test_secrets_never_appear_in_error_messages(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["aws.region", "s3.bucket.name", "finished.file.retention.mins"])
 def test_original_properties_not_supported_yet_are_named_as_such(key: str) -> None:
-    from streamsend.configload import resolve
+    from streamsend.config.loader import resolve
+    from streamsend.config.settings import DownloaderSettings
     from streamsend.errors import ConfigError
-    from streamsend.settings import DownloaderSettings
 
     flags = {"bootstrap.servers": "b:9092", "topic": "t", "output.dir": "/srv/out", key: "x"}
     with pytest.raises(ConfigError, match="does not support yet") as info:

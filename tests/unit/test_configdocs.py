@@ -1,14 +1,14 @@
 from pathlib import Path
 
-from streamsend.configdocs import render
-from streamsend.settings import DownloaderSettings, UploaderSettings, settings_fields
+from streamsend.config.docs import render
+from streamsend.config.settings import DownloaderSettings, UploaderSettings, settings_fields
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_configuration_doc_is_current() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
-        "docs/configuration.md is stale: run `python -m streamsend.configdocs > "
+        "docs/configuration.md is stale: run `python -m streamsend.config.docs > "
         "docs/configuration.md`"
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import confluent_kafka
 import pytest
 
-from streamsend.kafka_properties import (
+from streamsend.config.kafka_properties import (
     LIBRDKAFKA_PROPERTIES,
     applies_to,
     is_librdkafka_property,

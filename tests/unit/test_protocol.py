@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsend import protocol
 from streamsend.errors import ProtocolError, UnsupportedVersion
-from streamsend.protocol import (
+from streamsend.wire import protocol
+from streamsend.wire.protocol import (
     H_CHUNKS,
     H_INDEX,
     H_MODE,

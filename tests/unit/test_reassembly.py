@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamsend.download.reassembly import RangeSet, TransferProgress
 from streamsend.errors import ProtocolError
-from streamsend.protocol import Chunk, End
-from streamsend.reassembly import RangeSet, TransferProgress
+from streamsend.wire.protocol import Chunk, End
 
 TRANSFER = "0123456789abcdef0123456789abcdef"
 SHA = "0" * 64

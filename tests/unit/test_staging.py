@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from streamsend.pathsafety import UnsafePath, safe_relative_parts
-from streamsend.protocol import Chunk, End
-from streamsend.reassembly import TransferProgress
-from streamsend.staging import StagedFile, StagingArea, VerificationFailed
+from streamsend.download.reassembly import TransferProgress
+from streamsend.download.staging import StagedFile, StagingArea, VerificationFailed
+from streamsend.wire.paths import UnsafePath, safe_relative_parts
+from streamsend.wire.protocol import Chunk, End
 
 T1 = "11111111111111111111111111111111"
 T2 = "22222222222222222222222222222222"

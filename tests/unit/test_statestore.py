@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamsend.statestore import MemoryStateStore, SentRecord, version_of
+from streamsend.upload.state import MemoryStateStore, SentRecord, version_of
 
 SIZES = st.integers(0, 1 << 50)
 MTIMES = st.integers(-(1 << 62), 1 << 62)

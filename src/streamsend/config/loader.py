@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 
 import javaproperties
 
-from streamsend.errors import ConfigError
-from streamsend.kafka_properties import LIBRDKAFKA_PROPERTIES, is_librdkafka_property
-from streamsend.settings import (
+from streamsend.config.kafka_properties import LIBRDKAFKA_PROPERTIES, is_librdkafka_property
+from streamsend.config.settings import (
     CommonSettings,
     DownloaderSettings,
     Setting,
@@ -27,6 +26,7 @@ from streamsend.settings import (
     all_property_names,
     settings_fields,
 )
+from streamsend.errors import ConfigError
 
 ENV_PREFIX = "STREAMSEND_"
 _TRUE = {"yes", "true", "on", "1"}

@@ -24,16 +24,13 @@ from typing import Any
 import platformdirs
 from confluent_kafka import KafkaError, Message, Producer
 
-from streamsend.chunking import ChunkSizing, automatic_chunk_size, chunk_count, fixed_chunk_size
+from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, TransferIncomplete
-from streamsend.kafkaio import Admin, ConnectionWatch, client_config
 from streamsend.lockfile import DirectoryLock
-from streamsend.protocol import Abort, Chunk, End, encode, new_transfer_id
-from streamsend.protocol import Message as Record
-from streamsend.scanner import Candidate, walk
-from streamsend.selection import FileRules, refuse_system_dir
-from streamsend.settings import UploaderSettings
-from streamsend.statestore import (
+from streamsend.transport.kafka import Admin, ConnectionWatch, client_config
+from streamsend.upload.scanner import Candidate, walk
+from streamsend.upload.selection import FileRules, refuse_system_dir
+from streamsend.upload.state import (
     STATE_TOPIC_CONFIG,
     KafkaStateStore,
     MemoryStateStore,
@@ -42,6 +39,14 @@ from streamsend.statestore import (
     Version,
     version_of,
 )
+from streamsend.wire.chunking import (
+    ChunkSizing,
+    automatic_chunk_size,
+    chunk_count,
+    fixed_chunk_size,
+)
+from streamsend.wire.protocol import Abort, Chunk, End, encode, new_transfer_id
+from streamsend.wire.protocol import Message as Record
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,21 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
-from streamsend.kafkaio import ConnectionWatch, client_config
-from streamsend.lockfile import DirectoryLock
-from streamsend.pathsafety import UnsafePath, safe_relative_parts, safe_uploader_name
-from streamsend.protocol import Abort, Chunk, NotStreamsend, decode
-from streamsend.protocol import Message as Record
-from streamsend.reassembly import TransferProgress
-from streamsend.settings import DownloaderSettings
-from streamsend.staging import (
+from streamsend.config.settings import DownloaderSettings
+from streamsend.download.reassembly import TransferProgress
+from streamsend.download.staging import (
     DiskFull,
     StagedFile,
     StagingArea,
     Unstorable,
     VerificationFailed,
 )
+from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
+from streamsend.lockfile import DirectoryLock
+from streamsend.transport.kafka import ConnectionWatch, client_config
+from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
+from streamsend.wire.protocol import Abort, Chunk, NotStreamsend, decode
+from streamsend.wire.protocol import Message as Record
 
 log = logging.getLogger(__name__)
 

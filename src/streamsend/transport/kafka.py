@@ -21,9 +21,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from streamsend.config.kafka_properties import applies_to
+from streamsend.config.settings import CommonSettings
 from streamsend.errors import Interrupted, KafkaFatal
-from streamsend.kafka_properties import applies_to
-from streamsend.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("streamsend.librdkafka")

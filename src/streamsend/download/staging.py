@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamsend.download.reassembly import RangeSet, TransferProgress
 from streamsend.errors import EnvironmentProblem
-from streamsend.pathsafety import UnsafePath
-from streamsend.protocol import End
-from streamsend.reassembly import RangeSet, TransferProgress
+from streamsend.wire.paths import UnsafePath
+from streamsend.wire.protocol import End
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from streamsend.errors import ProtocolError
-from streamsend.protocol import Chunk, End
+from streamsend.wire.protocol import Chunk, End
 
 
 class RangeSet:

@@ -1,0 +1,1 @@
+"""What travels on the topic: the wire protocol, the rules for paths, chunk sizing. Pure."""
