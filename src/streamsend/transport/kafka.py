@@ -1,14 +1,15 @@
-"""The Kafka adapter: client configuration, topic administration, connectivity.
+"""The Kafka implementation of the transport: client configuration, connectivity,
+topic administration. The producer and consumer adapters are in ``kafka_clients.py``.
 
-Everything that imports confluent_kafka for the uploader and downloader lives here or
-in the services built on it; the pure core never sees a Kafka type.
+Only ``transport/kafka*.py`` import confluent_kafka for the services; the services and
+the pure core never see a Kafka type.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from streamsend.config.kafka_properties import applies_to
 from streamsend.config.settings import CommonSettings
 from streamsend.errors import Interrupted, KafkaFatal
+from streamsend.transport.base import TopicSpec
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("streamsend.librdkafka")
@@ -173,22 +175,17 @@ class Admin:
         t = md.topics.get(topic)
         return t is not None and t.error is None
 
-    def ensure_topic(
-        self, topic: str, partitions: int, replication: int, config: Mapping[str, str]
-    ) -> bool:
+    def ensure_topic(self, topic: str, spec: TopicSpec) -> bool:
         """Create the topic when missing; returns True when we created it."""
         if self.topic_exists(topic):
             return False
-        futures = self._client.create_topics(
-            [
-                NewTopic(
-                    topic,
-                    num_partitions=partitions,
-                    replication_factor=replication,
-                    config=dict(config),
-                )
-            ]
+        new = NewTopic(
+            topic,
+            num_partitions=spec.partitions,
+            replication_factor=spec.replication,
+            config=dict(spec.config),
         )
+        futures = self._client.create_topics([new])
         try:
             futures[topic].result()
         except KafkaException as exc:
@@ -204,10 +201,20 @@ class Admin:
         log.info(
             "created topic %s (%d partitions, replication factor %d)",
             topic,
-            partitions,
-            replication,
+            spec.partitions,
+            spec.replication,
         )
         return True
+
+    def partition_count(self, topic: str) -> int:
+        md = self._client.list_topics(timeout=30)
+        return len(md.topics[topic].partitions)
+
+    def topic_config(self, topic: str, names: Sequence[str]) -> dict[str, str]:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        future = self._client.describe_configs([resource])[resource]
+        entries = _result(future, f"reading the configuration of topic {topic!r}", self._watch)
+        return {name: str(entries[name].value) for name in names if name in entries}
 
     def message_limits(self, topic: str) -> tuple[int, int]:
         """(broker message.max.bytes, topic max.message.bytes)."""

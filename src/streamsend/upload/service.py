@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, TransferIncomplete
 from streamsend.lockfile import DirectoryLock
+from streamsend.transport.base import TopicSpec
 from streamsend.transport.kafka import Admin, ConnectionWatch, client_config
 from streamsend.upload.scanner import Candidate, walk
 from streamsend.upload.selection import FileRules, refuse_system_dir
@@ -129,8 +130,8 @@ class Uploader:
         admin = Admin(s, self.watch)
         brokers = admin.wait_for_cluster(lambda: self._stop)
         replication = s.topic_replication_factor or min(3, brokers)
-        admin.ensure_topic(s.topic, s.topic_partitions, replication, {})
-        admin.ensure_topic(s.processing_state_topic, 1, replication, STATE_TOPIC_CONFIG)
+        admin.ensure_topic(s.topic, TopicSpec(s.topic_partitions, replication, {}))
+        admin.ensure_topic(s.processing_state_topic, TopicSpec(1, replication, STATE_TOPIC_CONFIG))
         broker_limit, topic_limit = admin.message_limits(s.topic)
         if s.binary_chunk_size_bytes:
             self.sizing = fixed_chunk_size(s.binary_chunk_size_bytes, broker_limit, topic_limit)

@@ -1,0 +1,209 @@
+"""The transport on confluent-kafka: producer and consumer adapters, and the factory the
+services receive. Client configuration, connectivity and admin are in ``kafka.py``."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import confluent_kafka as ck
+
+from streamsend.config.settings import CommonSettings
+from streamsend.errors import KafkaFatal
+from streamsend.transport.base import (
+    AckCallback,
+    CommitFailed,
+    Headers,
+    OutHeaders,
+    PartitionsCallback,
+    QueueFull,
+    Received,
+    TopicPartition,
+)
+from streamsend.transport.kafka import Admin, ClientKind, ConnectionWatch, client_config
+
+log = logging.getLogger(__name__)
+
+# Reading a partition that yields nothing for this long while not at its end is an error.
+STALL_SECONDS = 60.0
+
+
+class KafkaProducer:
+    def __init__(self, conf: dict[str, Any], watch: ConnectionWatch) -> None:
+        self._producer = ck.Producer(conf)
+        self._watch = watch
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        headers: OutHeaders,
+        value: bytes | None,
+        on_ack: AckCallback,
+        partition: int | None = None,
+    ) -> None:
+        def delivered(err: ck.KafkaError | None, _msg: ck.Message) -> None:
+            if err is None:
+                self._watch.reached()
+            on_ack(None if err is None else err.str())
+
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        try:
+            self._producer.produce(
+                topic, value=value, key=key, headers=list(headers), on_delivery=delivered, **extra
+            )
+        except BufferError:
+            raise QueueFull from None
+        self._producer.poll(0)
+
+    def poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return int(self._producer.flush(timeout))
+
+    def queued(self) -> int:
+        return len(self._producer)
+
+
+def _partitions(parts: list[ck.TopicPartition]) -> list[TopicPartition]:
+    return [(p.topic, p.partition) for p in parts]
+
+
+def _headers(msg: ck.Message) -> Headers:
+    """Consumed headers as (name, bytes) pairs, whatever shape the client gives."""
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+class KafkaConsumer:
+    def __init__(self, conf: dict[str, Any], watch: ConnectionWatch) -> None:
+        self._consumer = ck.Consumer(conf)
+        self._watch = watch
+
+    def subscribe(
+        self, topic: str, on_assign: PartitionsCallback, on_revoke: PartitionsCallback
+    ) -> None:
+        def assigned(_c: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+            on_assign(_partitions(parts))
+
+        def revoked(_c: ck.Consumer, parts: list[ck.TopicPartition]) -> None:
+            on_revoke(_partitions(parts))
+
+        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked)
+
+    def poll(self, timeout: float) -> Received | None:
+        msg = self._consumer.poll(timeout)
+        self._watch.raise_if_fatal()
+        if msg is None:
+            return None
+        err = msg.error()
+        if err is not None:
+            if err.code() != ck.KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err.str())
+            return None
+        self._watch.reached()
+        return Received(
+            msg.topic() or "",
+            msg.partition() or 0,
+            msg.offset() or 0,
+            msg.key(),
+            _headers(msg),
+            msg.value(),
+        )
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        parts = [ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=parts, asynchronous=False)
+        except ck.KafkaException as exc:
+            raise CommitFailed(str(exc)) from exc
+
+    def pause(self) -> None:
+        self._consumer.pause(self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(ck.TopicPartition(partition[0], partition[1], offset))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaTransport:
+    """The :class:`~streamsend.transport.base.Transport` of a real cluster: every client
+    gets the user's librdkafka properties for its kind, under the service's overrides."""
+
+    def __init__(self, settings: CommonSettings, name: str) -> None:
+        self._settings = settings
+        self.watch = ConnectionWatch(name)
+
+    def _config(self, kind: ClientKind, overrides: Mapping[str, object]) -> dict[str, Any]:
+        return client_config(self._settings, kind, overrides, self.watch)
+
+    def producer(self, overrides: Mapping[str, object]) -> KafkaProducer:
+        return KafkaProducer(self._config("producer", overrides), self.watch)
+
+    def consumer(self, overrides: Mapping[str, object]) -> KafkaConsumer:
+        conf = self._config("consumer", overrides)
+        # Whatever the user set: offsets are committed only for durable data.
+        conf["enable.auto.commit"] = False
+        return KafkaConsumer(conf, self.watch)
+
+    def admin(self) -> Admin:
+        return Admin(self._settings, self.watch)
+
+    def read_partition(
+        self, topic: str, partition: int
+    ) -> Iterator[tuple[bytes | None, bytes | None]]:
+        conf = self._config(
+            "consumer",
+            {
+                "group.id": f"streamsend-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+            },
+        )
+        return _read_to_end(ck.Consumer(conf), topic, partition, self.watch.raise_if_fatal)
+
+    def raise_if_fatal(self) -> None:
+        self.watch.raise_if_fatal()
+
+    def unreachable(self) -> bool:
+        return self.watch.unreachable_since is not None
+
+
+def _read_to_end(
+    consumer: ck.Consumer, topic: str, partition: int, check: Callable[[], None]
+) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """Every record of one partition up to the end it had when reading started."""
+    try:
+        low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, partition), timeout=30)
+        if high <= low:
+            return
+        consumer.assign([ck.TopicPartition(topic, partition, ck.OFFSET_BEGINNING)])
+        last_progress = time.monotonic()
+        while True:
+            check()
+            if time.monotonic() - last_progress > STALL_SECONDS:
+                raise KafkaFatal(f"reading {topic}[{partition}] stalled for {STALL_SECONDS:.0f} s")
+            # Batches: a million small records one poll() at a time is slow.
+            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+                last_progress = time.monotonic()
+                err = msg.error()
+                if err is not None:
+                    if err.code() == ck.KafkaError._PARTITION_EOF:
+                        return
+                    raise KafkaFatal(f"reading {topic}[{partition}]: {err.str()}")
+                yield msg.key(), msg.value()
+                if (msg.offset() or 0) + 1 >= high:
+                    return
+    finally:
+        consumer.close()
