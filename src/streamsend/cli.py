@@ -23,6 +23,7 @@ from streamsend.config.settings import (
 )
 from streamsend.errors import ExitStatus, StreamsendError, UsageError
 from streamsend.localkafka import commands as kafka_commands
+from streamsend.textsafe import escape_controls
 
 log = logging.getLogger("streamsend")
 
@@ -79,13 +80,19 @@ def _flags(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
     return flags
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Escapes control characters in every message: one event is one line, whatever
+    untrusted text (a path, a reason from the topic) slipped into it unescaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
     # librdkafka is chatty at INFO (connection churn, coordinator moves); its warnings
     # and errors still show, and DEBUG shows everything.
     logging.getLogger("streamsend.librdkafka").setLevel(

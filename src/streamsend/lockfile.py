@@ -16,16 +16,22 @@ class DirectoryLock:
     The kernel releases it when the process dies, so a crashed uploader never leaves
     a stale lock behind."""
 
-    def __init__(self, path: Path, owner: str) -> None:
+    def __init__(self, path: Path, owner: str, dir_fd: int | None = None) -> None:
         """``path`` is the lock file; ``owner`` names what it protects, for the message
-        (for example "input.dir '/data' ... another uploader")."""
+        (for example "input.dir '/data' ... another uploader"). With ``dir_fd``, the file
+        is ``path.name`` in that directory, opened without following a symlink."""
         self.path = path
         self.owner = owner
+        self._dir_fd = dir_fd
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if self._dir_fd is None:
+                fd = os.open(self.path, flags, 0o644)
+            else:
+                fd = os.open(self.path.name, flags | os.O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
         except OSError as exc:
             raise EnvironmentProblem(
                 f"cannot create the lock file {str(self.path)!r}: {exc.strerror}"
@@ -41,6 +47,12 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def abandon(self) -> None:
+        """Let go as the kernel does for a killed process: close, write nothing."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def release(self) -> None:
         if self._fd is not None:

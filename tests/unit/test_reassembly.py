@@ -1,7 +1,9 @@
-"""RangeSet and TransferProgress: which bytes of a transfer have arrived."""
+"""RangeSet and Transfer: which bytes of a transfer have arrived."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import random
 
@@ -9,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamsend.download.reassembly import RangeSet, TransferProgress
+from streamsend.download.reassembly import RangeSet, Transfer
 from streamsend.errors import ProtocolError
 from streamsend.wire.protocol import Chunk, End
 
@@ -93,7 +95,7 @@ def test_property_rangeset_matches_set_of_bytes(
     assert r.covers(qs, qe) == all(b in model for b in range(qs, qe))
 
 
-# -- TransferProgress ----------------------------------------------------------------
+# -- Transfer ----------------------------------------------------------------
 
 
 def split(data: bytes, size: int) -> list[Chunk]:
@@ -107,8 +109,8 @@ def end_of(data: bytes, chunks: int, uploader: str = "up", path: str = "a/b") ->
     return End(TRANSFER, uploader, path, len(data), chunks, SHA, 0, 0o644)
 
 
-def progress(size: int) -> TransferProgress:
-    return TransferProgress(TRANSFER, "up", "a/b", size)
+def progress(size: int) -> Transfer:
+    return Transfer(TRANSFER, "up", "a/b", size)
 
 
 DATA = bytes(range(256)) * 4  # 1024 bytes
@@ -245,3 +247,137 @@ def test_property_any_arrival_order_completes(
         p.accept_end(end)
     assert p.complete()
     assert fresh == len(chunks)
+
+
+# -- RangeSet.missing ----------------------------------------------------------------
+
+
+def test_missing_from_an_empty_set_is_the_whole_query() -> None:
+    assert RangeSet().missing(3, 9) == [(3, 9)]
+
+
+def test_missing_of_an_empty_or_inverted_query_is_nothing() -> None:
+    r = RangeSet([(0, 10)])
+    assert r.missing(5, 5) == []
+    assert r.missing(20, 20) == []
+    assert r.missing(9, 3) == []
+
+
+def test_missing_lists_the_gaps_in_order() -> None:
+    r = RangeSet([(10, 20), (30, 40), (50, 60)])
+    assert r.missing(0, 70) == [(0, 10), (20, 30), (40, 50), (60, 70)]
+    assert r.missing(15, 55) == [(20, 30), (40, 50)]
+    assert r.missing(10, 60) == [(20, 30), (40, 50)]
+    assert r.missing(12, 18) == []
+    assert r.missing(30, 40) == []
+    assert r.missing(25, 28) == [(25, 28)]
+    assert r.missing(60, 65) == [(60, 65)]
+    assert r.missing(0, 10) == [(0, 10)]
+    assert r.missing(19, 31) == [(20, 30)]
+
+
+def test_missing_changes_nothing() -> None:
+    r = RangeSet([(10, 20)])
+    r.missing(0, 100)
+    assert r.as_list() == [(10, 20)]
+
+
+@settings(max_examples=300)
+@given(_ranges, st.integers(0, 65), st.integers(0, 65))
+def test_property_missing_matches_set_of_bytes(
+    ranges: list[tuple[int, int]], qs: int, qe: int
+) -> None:
+    r = RangeSet(ranges)
+    model = {b for s, e in ranges for b in range(s, e)}
+    gaps = r.missing(qs, qe)
+    # Sorted, disjoint, non-adjacent (each gap is maximal), non-empty, inside the query.
+    assert all(qs <= s < e <= qe for s, e in gaps)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(gaps))
+    assert [b for s, e in gaps for b in range(s, e)] == [b for b in range(qs, qe) if b not in model]
+    assert (gaps == []) == r.covers(qs, qe)
+
+
+# -- first writer wins (defect 1) ----------------------------------------------------
+
+
+def test_forged_overlapping_chunk_contributes_only_its_new_bytes() -> None:
+    """Defect 1 at the pure level: genuine [0,10), forged [5,11), genuine [10,20), genuine
+    end. Only new bytes are taken, so the hash covers exactly what would be on disk, which
+    holds the forged byte 10 and therefore never matches the genuine SHA-256."""
+    genuine = bytes(range(65, 85))
+    g0 = Chunk(TRANSFER, "up", "a/b", 0, 0, 20, genuine[:10])
+    forged = Chunk(TRANSFER, "up", "a/b", 1, 5, 20, b"XXXXXX")
+    g1 = Chunk(TRANSFER, "up", "a/b", 1, 10, 20, genuine[10:])
+    end = End(TRANSFER, "up", "a/b", 20, 2, hashlib.sha256(genuine).hexdigest(), 0, 0o644)
+    p = progress(20)
+    disk = bytearray(20)
+    taken = []
+    for chunk in (g0, forged, g1):
+        pieces = p.new_pieces(chunk)
+        taken.append(pieces)
+        for start, stop in pieces:  # what the staging area writes
+            disk[start:stop] = chunk.data[start - chunk.offset : stop - chunk.offset]
+        assert p.accept_chunk(chunk) is True
+    assert taken == [[(0, 10)], [(10, 11)], [(11, 20)]]
+    p.accept_end(end)
+    assert p.complete()
+    assert p.hashed_upto == 20
+    assert bytes(disk) == genuine[:10] + b"X" + genuine[11:]
+    assert p.hasher.hexdigest() == hashlib.sha256(disk).hexdigest()
+    assert p.hasher.hexdigest() != end.sha256
+
+
+def test_new_pieces_changes_nothing() -> None:
+    p = progress(len(DATA))
+    chunk = split(DATA, 100)[1]
+    assert p.new_pieces(chunk) == [(100, 200)]
+    assert p.new_pieces(chunk) == [(100, 200)]
+    assert p.received.as_list() == []
+    assert p.hashed_upto == 0
+
+
+def test_hash_covers_only_contiguous_bytes_from_offset_zero() -> None:
+    chunks = split(DATA, 100)
+    p = progress(len(DATA))
+    p.accept_chunk(chunks[1])
+    assert p.hashed_upto == 0  # a gap before it: hashed later, from the staged file
+    p.accept_chunk(chunks[0])
+    assert p.hashed_upto == 100
+    for chunk in chunks[2:]:  # [100, 200) arrived out of order: never skipped over
+        p.accept_chunk(chunk)
+    assert p.hashed_upto == 100
+    assert p.hasher.hexdigest() == hashlib.sha256(DATA[:100]).hexdigest()
+
+
+def test_hash_of_an_in_order_transfer_is_complete_in_memory() -> None:
+    p = progress(len(DATA))
+    for chunk in split(DATA, 100):
+        p.accept_chunk(chunk)
+    assert p.hashed_upto == len(DATA)
+    assert p.hasher.hexdigest() == hashlib.sha256(DATA).hexdigest()
+
+
+# -- a second end record ---------------------------------------------------------------
+
+
+def test_identical_second_end_record_is_accepted() -> None:
+    p = progress(len(DATA))
+    end = end_of(DATA, 11)
+    p.accept_end(end)
+    p.dirty = False
+    p.accept_end(End(*(getattr(end, f) for f in end.__dataclass_fields__)))  # equal copy
+    assert p.end == end
+    assert p.dirty is False  # nothing new to record
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"sha256": "f" * 64}, {"chunks": 12}, {"mtime_ns": 1}, {"mode": 0o600}],
+)
+def test_different_second_end_record_is_a_protocol_error(change: dict[str, object]) -> None:
+    p = progress(len(DATA))
+    end = end_of(DATA, 11)
+    p.accept_end(end)
+    with pytest.raises(ProtocolError, match="second end record"):
+        p.accept_end(dataclasses.replace(end, **change))
+    assert p.end == end

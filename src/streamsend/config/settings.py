@@ -171,6 +171,17 @@ class UploaderSettings(CommonSettings):
         "Compacted topic where the uploader records what it has sent (one record per file), "
         "so a restarted uploader does not send an unchanged file again.",
     )
+    processing_state_topic_partitions: int = setting(
+        "processing.state.topic.partitions",
+        16,
+        "Partitions of the state topic when the uploader creates it. Each uploader writes "
+        "to, and at start-up reads, only one partition (chosen from the chunk topic and its "
+        "uploader.name), so more partitions mean that a starting uploader reads less of "
+        "other uploaders' state. Changing the partition count of an existing state topic "
+        "moves uploaders to other partitions: they find no state and send every file again.",
+        minimum=1,
+        maximum=1000,
+    )
     processing_state_checkpoint_interval_secs: int = setting(
         "processing.state.checkpoint.interval.secs",
         60,
@@ -232,6 +243,31 @@ class DownloaderSettings(CommonSettings):
         86_400_000,
         "An unfinished file that receives nothing for this long is abandoned and its staging "
         "data removed (an uploader that died mid-file sends it again from the start).",
+        minimum=1000,
+    )
+    staging_max_transfers_per_uploader: int = setting(
+        "staging.max.transfers.per.uploader",
+        1000,
+        "Unfinished transfers one uploader may have in staging at once; a transfer beyond it "
+        "is refused (logged, nothing staged), so one uploader, or someone writing records in "
+        "its name, cannot take the staging area from the others.",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    staging_max_bytes_per_uploader: int = setting(
+        "staging.max.bytes.per.uploader",
+        0,
+        "Bytes one uploader's unfinished transfers may claim in staging (by their declared "
+        "sizes); a transfer beyond it is refused. 0 means half the size of output.dir's "
+        "filesystem. A transfer larger than the whole filesystem is always refused.",
+        minimum=0,
+        default_text="0 (half the output filesystem)",
+    )
+    rejected_retention_ms: int = setting(
+        "rejected.retention.ms",
+        7 * 86_400_000,
+        "Files that failed verification are kept in .streamsend/rejected/ this long, for "
+        "inspection, then deleted.",
         minimum=1000,
     )
     commit_interval_ms: int = setting(

@@ -1,14 +1,23 @@
-"""Reassembly bookkeeping: which bytes of which transfer have arrived.
+"""Reassembly bookkeeping: one :class:`Transfer` holds everything known of one transfer.
 
 Pure. Chunks may arrive in any order, more than once, from any partition; a transfer
 is complete when its End record has arrived and the received byte ranges cover
-``[0, size)`` exactly. The staging area stores the bytes; this module only counts.
+``[0, size)`` exactly. The staging area stores the bytes; this module decides which.
+
+**First writer wins.** Only bytes not received before are ever written: a chunk that
+overlaps received ranges contributes only its new bytes. So no byte on disk changes
+once written, and the SHA-256 fed as bytes are written (and finished from the staged
+file at delivery) is always the hash of exactly the bytes that reach the final path. A
+forged chunk can make a file fail verification; it can never change a verified file.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from streamsend.errors import ProtocolError
 from streamsend.wire.protocol import Chunk, End
@@ -41,6 +50,29 @@ class RangeSet:
         i = bisect.bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
 
+    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` not in the set, in order."""
+        gaps: list[tuple[int, int]] = []
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        cursor = start
+        while cursor < end and i < len(self._starts):
+            s, e = self._starts[i], self._ends[i]
+            if e <= cursor:
+                i += 1
+                continue
+            if s >= end:
+                break
+            if s > cursor:
+                gaps.append((cursor, s))
+            cursor = max(cursor, e)
+            i += 1
+        if cursor < end:
+            gaps.append((cursor, end))
+        return gaps
+
+    def last_end(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
     def total(self) -> int:
         return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
 
@@ -52,8 +84,9 @@ class RangeSet:
 
 
 @dataclass
-class TransferProgress:
-    """What has arrived of one transfer."""
+class Transfer:
+    """What has arrived of one transfer, whether it is complete, and the running hash of
+    its bytes from offset 0 (the rest is hashed from the staged file at delivery)."""
 
     transfer: str
     uploader: str
@@ -61,10 +94,21 @@ class TransferProgress:
     declared_size: int
     received: RangeSet = field(default_factory=RangeSet)
     end: End | None = None
+    hasher: Any = field(default_factory=hashlib.sha256)
+    hashed_upto: int = 0  # bytes [0, hashed_upto) are in hasher
+    dirty: bool = True  # changed since the ledger last recorded it
+    verified: bool = False  # its bytes matched the end record; waiting for delivery
+    last_activity: float = field(default_factory=time.time)
 
-    def is_new_chunk(self, chunk: Chunk) -> bool:
-        """Validate a chunk against what we know; False when its bytes all arrived before.
-        Changes nothing, so a caller can store the bytes first and record them after."""
+    @property
+    def label(self) -> str:
+        """uploader/path, for messages (untrusted: log it with %r)."""
+        return f"{self.uploader}/{self.path}"
+
+    def new_pieces(self, chunk: Chunk) -> list[tuple[int, int]]:
+        """Validate a chunk against what we know and return the byte ranges of it that
+        have not arrived before (empty for a duplicate). Changes nothing, so a caller
+        stores the bytes first and records them after."""
         self._check_same_file(chunk.uploader, chunk.path)
         if chunk.size != self.declared_size:
             raise ProtocolError(
@@ -74,14 +118,24 @@ class TransferProgress:
         start, stop = chunk.offset, chunk.offset + len(chunk.data)
         if self.end is not None and stop > self.end.size:
             raise ProtocolError(f"chunk {chunk.index} lies past the end of the file")
-        return not self.received.covers(start, stop)
+        return self.received.missing(start, stop)
+
+    def record(self, offset: int, data: bytes | memoryview) -> None:
+        """Bytes ``data`` are now stored at ``offset`` (never over received bytes)."""
+        self.received.add(offset, offset + len(data))
+        if offset == self.hashed_upto:
+            self.hasher.update(data)
+            self.hashed_upto += len(data)
+        self.dirty = True
+        self.last_activity = time.time()
 
     def accept_chunk(self, chunk: Chunk) -> bool:
-        """Record a chunk; returns False when its bytes had all arrived before."""
-        if not self.is_new_chunk(chunk):
-            return False
-        self.received.add(chunk.offset, chunk.offset + len(chunk.data))
-        return True
+        """Record a chunk's new bytes without storing them; False when none were new."""
+        pieces = self.new_pieces(chunk)
+        view = memoryview(chunk.data)
+        for start, stop in pieces:
+            self.record(start, view[start - chunk.offset : stop - chunk.offset])
+        return bool(pieces)
 
     def accept_end(self, end: End) -> None:
         self._check_same_file(end.uploader, end.path)
@@ -89,9 +143,14 @@ class TransferProgress:
             raise ProtocolError(
                 f"end record says {end.size} bytes, the chunks declared {self.declared_size}"
             )
-        if self.received.as_list() and self.received.as_list()[-1][1] > end.size:
+        if self.received.last_end() > end.size:
             raise ProtocolError("chunks arrived past the size in the end record")
-        self.end = end
+        if self.end is not None and self.end != end:
+            raise ProtocolError("a second end record of the transfer says something else")
+        if self.end is None:
+            self.end = end
+            self.dirty = True
+        self.last_activity = time.time()
 
     def complete(self) -> bool:
         return self.end is not None and self.received.covers(0, self.end.size)

@@ -1,12 +1,18 @@
 """The downloader service: consume the topic, rebuild files, deliver them atomically.
 
-Offsets are committed only after a checkpoint has made every byte consumed so far
-durable in staging (or delivered), so a crash replays at most what was not yet on disk,
-and replayed records of finished transfers are recognised and ignored.
+Durable work is grouped. A **delivery round** fsyncs the verified files waiting for
+delivery, records them in the ledger (one fsync), renames them into place and fsyncs each
+directory once. It runs as soon as the consumer has nothing more to hand over (so one
+small file is delivered at once) or when enough files wait (so a burst costs one round per
+batch, not per file). A **checkpoint**, every ``commit.interval.ms``, also fsyncs the
+unfinished transfers that changed, records their ranges and end records in the ledger, and
+only then commits the consumed offsets: a committed offset never passes a byte that is not
+durably staged or delivered. See docs/reliability.md for the guarantee.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import signal
@@ -18,34 +24,60 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-
 from streamsend.config.settings import DownloaderSettings
-from streamsend.download.reassembly import TransferProgress
+from streamsend.download import ledger
+from streamsend.download.reassembly import Transfer
 from streamsend.download.staging import (
+    LEDGER_COMPACT_BYTES,
     DiskFull,
-    StagedFile,
+    Faults,
     StagingArea,
     Unstorable,
     VerificationFailed,
 )
 from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.lockfile import DirectoryLock
-from streamsend.transport.kafka import ConnectionWatch, client_config
+from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
 from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
-from streamsend.wire.protocol import Abort, Chunk, NotStreamsend, decode
+from streamsend.wire.protocol import Abort, Chunk, End, NotStreamsend, decode
 from streamsend.wire.protocol import Message as Record
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_SECONDS = 30.0
+# A delivery round starts when this many verified files wait, or the oldest has waited
+# this long, even while records keep arriving.
+DELIVERY_BATCH = 512
+DELIVERY_MAX_WAIT_SECONDS = 0.2
+# Delivered and abandoned transfer ids are remembered (so their replayed records are
+# ignored) for partial.file.expiry.ms, but never more than this many (~200 bytes each).
+DONE_LIMIT = 200_000
+# An error names at most this many files (the rest are counted): one line, readable.
+NAMES_SHOWN = 20
+# Transfers refused or with unsafe paths: remembered to log each once; bounded.
+REFUSED_LIMIT = 100_000
 
 
-def default_group_id(output_dir: Path) -> str:
-    """One consumer group per downloader (host + output directory), so every downloader
-    mirrors every file and a restarted one continues where it stopped."""
-    digest = hashlib.sha256(str(output_dir.resolve()).encode()).hexdigest()[:12]
-    return f"streamsend-downloader-{socket.gethostname()}-{digest}"
+def _no_faults(_step: str) -> None:
+    return None
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def default_group_id(output_dir: Path, topic: str) -> str:
+    """One consumer group per downloader and topic (host, output directory, topic), so
+    every downloader mirrors every file, a restarted one continues where it stopped, and
+    the same output.dir on another topic is another group."""
+    return f"streamsend-downloader-{socket.gethostname()}-{_digest(str(output_dir), topic)}"
+
+
+def default_instance_id(output_dir: Path, topic: str) -> str:
+    """Static membership: a restarted downloader (same host, output.dir and topic) takes its
+    partitions back at once. Unique per output.dir (which is locked) and topic, so it is
+    safe in a group.id the user shares between downloaders."""
+    return f"streamsend-{socket.gethostname()}-{_digest(str(output_dir), topic)}"
 
 
 @dataclass
@@ -53,7 +85,9 @@ class DownloadStats:
     delivered: int = 0
     delivered_bytes: int = 0
     rejected: int = 0
+    refused: int = 0
     aborted: int = 0
+    expired: int = 0
     skipped_foreign: int = 0
     skipped_invalid: int = 0
     skipped_version: int = 0
@@ -63,21 +97,39 @@ class DownloadStats:
 
 
 class Downloader:
-    def __init__(self, settings: DownloaderSettings) -> None:
+    def __init__(
+        self,
+        settings: DownloaderSettings,
+        transport: Transport | None = None,
+        faults: Faults = _no_faults,
+    ) -> None:
         self.settings = settings
+        if transport is None:
+            from streamsend.transport.kafka_clients import KafkaTransport
+
+            transport = KafkaTransport(settings, "downloader")
+        self.transport = transport
         self.stats = DownloadStats()
         self.output_dir = settings.output_dir.expanduser().resolve()
-        self.staging = StagingArea(self.output_dir)
+        self.staging = StagingArea(self.output_dir, faults)
         self.lock = DirectoryLock(
-            self.staging.root / "downloader.lock",
+            self.output_dir / ".streamsend" / "downloader.lock",
             f"output.dir {str(self.output_dir)!r} is in use by another downloader",
+            dir_fd=self.staging.root_fd,
         )
-        self._bad_transfers: set[str] = set()
-        self.watch = ConnectionWatch("downloader")
-        self._pending: dict[tuple[str, int], int] = {}
+        self.transfers: dict[str, Transfer] = {}
+        self.done: dict[str, float] = {}
+        self._ready: list[tuple[Transfer, tuple[str, ...]]] = []
+        self._ready_since = 0.0
+        self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
+        self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, declared bytes]
+        self._pending: dict[TopicPartition, int] = {}
         self._stop = False
-        self._last_checkpoint = time.monotonic()
         self._assigned_at: float | None = None
+        self._max_bytes = settings.staging_max_bytes_per_uploader or (
+            self.staging.total_bytes() // 2
+        )
+        self._expiry = settings.partial_file_expiry_ms / 1000
 
     # -- the loop ----------------------------------------------------------------
 
@@ -88,31 +140,44 @@ class Downloader:
         finally:
             self.lock.release()
 
+    def abandon(self) -> None:
+        """Let go of everything as a killed process would (descriptors, the lock) without
+        any durable step: the test seam for crash injection."""
+        self.staging.close()
+        self.lock.abandon()
+
     def _run(self) -> DownloadStats:
-        for staged in self.staging.recover():
-            log.info("resuming %s/%s from staging", staged.progress.uploader, staged.progress.path)
-        consumer = Consumer(self._consumer_config())
-        self._install_signal_handlers()
+        self._recover()
+        consumer = self.transport.consumer(self._consumer_overrides())
+        previous = self._install_signal_handlers()
         try:
-            consumer.subscribe(
-                [self.settings.topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke(consumer),
-            )
+            consumer.subscribe(self.settings.topic, self._on_assign, self._on_revoke(consumer))
             self._loop(consumer)
-            self._checkpoint(consumer)
+            self._with_space(consumer, lambda: self._checkpoint(consumer))
         finally:
             consumer.close()
             self.staging.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.stats
 
-    def _consumer_config(self) -> dict[str, Any]:
-        group = default_group_id(self.output_dir)
-        defaults = {
-            "group.id": group,
-            # Static membership: a restarted downloader (same host and output.dir) takes
-            # its partitions back at once instead of waiting out the dead member's session.
-            "group.instance.id": group,
+    def _recover(self) -> None:
+        state = self.staging.recover()
+        self.done = state.done
+        for t in state.staged.values():
+            # The expiry clock restarts: while this downloader was down, the rest of the
+            # file may have been waiting on the topic, so silence then proves nothing.
+            t.last_activity = time.time()
+            self._track(t)
+            log.info("resuming %r from staging", t.label)
+            if t.complete():
+                self._completed(t, safe_relative_parts(t.path))
+
+    def _consumer_overrides(self) -> dict[str, object]:
+        topic = self.settings.topic
+        overrides: dict[str, object] = {
+            "group.id": default_group_id(self.output_dir, topic),
+            "group.instance.id": default_instance_id(self.output_dir, topic),
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -124,82 +189,85 @@ class Downloader:
             "fetch.queue.backoff.ms": 20,
             "fetch.max.bytes": 16 * 1024 * 1024,
         }
-        conf = client_config(self.settings, "consumer", defaults, self.watch)
-        conf["enable.auto.commit"] = False  # we commit only what is durable
-        log.info("consumer group %s", conf["group.id"])
-        return conf
+        # The user's group.id / group.instance.id, when set, win (client_config order).
+        return {k: v for k, v in overrides.items() if k not in self.settings.kafka}
 
     def _loop(self, consumer: Consumer) -> None:
         idle_limit = self.settings.idle_exit_ms / 1000
         commit_every = self.settings.commit_interval_ms / 1000
-        expiry = self.settings.partial_file_expiry_ms / 1000
         last_message = time.monotonic()
-        last_expiry = time.monotonic()
+        last_checkpoint = time.monotonic()
+        last_upkeep = 0.0
         next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         while not self._stop:
-            msg = consumer.poll(0.5)
+            record = consumer.poll(0 if self._ready else 0.5)
             now = time.monotonic()
             if self._assigned_at is not None:
                 # The idle clock starts once partitions are assigned: joining the
                 # group is not idleness.
                 last_message = max(last_message, self._assigned_at)
                 self._assigned_at = None
-            if msg is not None:
-                err = msg.error()
-                if err is None:
-                    last_message = now
-                    self.watch.reached()
-                    if not self._handle_when_space(consumer, msg):
-                        break  # stopped while waiting for disk space; not committed
-                    topic, partition, offset = _position(msg)
-                    self._pending[(topic, partition)] = offset + 1
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err.str())
-            self.watch.raise_if_fatal()
+            if record is not None:
+                last_message = now
+                if not self._with_space(consumer, functools.partial(self._handle, record)):
+                    break  # stopped while waiting for disk space; not committed
+                self._pending[(record.topic, record.partition)] = record.offset + 1
+            if (
+                self._ready
+                and (
+                    record is None
+                    or len(self._ready) >= DELIVERY_BATCH
+                    or now - self._ready_since >= DELIVERY_MAX_WAIT_SECONDS
+                )
+                and not self._with_space(consumer, self._deliver_ready)
+            ):
+                break
+            self.transport.raise_if_fatal()
             if now >= next_progress:
                 next_progress = now + PROGRESS_EVERY_SECONDS
-                log.info(
-                    "progress: %d file(s), %.1f MiB delivered; %d in staging%s",
-                    self.stats.delivered,
-                    self.stats.delivered_bytes / 2**20,
-                    len(self.staging.files),
-                    "; Kafka unreachable" if self.watch.unreachable_since is not None else "",
-                )
-            if now - self._last_checkpoint >= commit_every:
-                self._checkpoint(consumer)
-            if now - last_expiry >= min(60.0, expiry):
-                last_expiry = now
-                for progress in self.staging.expire(expiry):
-                    log.warning(
-                        "abandoned %s/%s: nothing received for %.0f s (partial.file.expiry.ms)",
-                        progress.uploader,
-                        progress.path,
-                        expiry,
-                    )
+                self._progress()
+            if now - last_checkpoint >= commit_every:
+                self._with_space(consumer, lambda: self._checkpoint(consumer))
+                last_checkpoint = time.monotonic()
+            if now - last_upkeep >= min(60.0, self._expiry):
+                last_upkeep = now
+                self._upkeep()
             if idle_limit and now - last_message >= idle_limit:
                 log.info("no message for %.1f s: exiting (idle.exit.ms)", idle_limit)
                 break
-        if self.staging.files and idle_limit:
-            self._checkpoint(consumer)
-            names = ", ".join(
-                repr(f"{s.progress.uploader}/{s.progress.path}")
-                for s in self.staging.files.values()
-            )
-            raise TransferIncomplete(f"{len(self.staging.files)} file(s) incomplete: {names}")
+        if self.transfers and idle_limit:
+            self._with_space(consumer, lambda: self._checkpoint(consumer))
+            labels = [repr(t.label) for t in self.transfers.values()]
+            shown = ", ".join(labels[:NAMES_SHOWN])
+            more = f" and {len(labels) - NAMES_SHOWN} more" if len(labels) > NAMES_SHOWN else ""
+            raise TransferIncomplete(f"{len(labels)} file(s) incomplete: {shown}{more}")
 
-    def _handle_when_space(self, consumer: Consumer, msg: Message) -> bool:
-        """Handle one record; when the disk is full, pause consumption and retry until
-        space returns. False when asked to stop before the record could be stored."""
+    def _progress(self) -> None:
+        log.info(
+            "progress: %d file(s), %.1f MiB delivered; %d in staging%s",
+            self.stats.delivered,
+            self.stats.delivered_bytes / 2**20,
+            len(self.transfers),
+            "; Kafka unreachable" if self.transport.unreachable() else "",
+        )
+
+    # -- disk full ---------------------------------------------------------------
+
+    def _with_space(self, consumer: Consumer, action: Callable[[], None]) -> bool:
+        """Run ``action``; while the disk is full, pause consumption (the group session
+        stays alive), expire abandoned transfers to free space, and retry. False when
+        asked to stop before ``action`` succeeded."""
         paused_at: float | None = None
         try:
             while True:
                 try:
-                    self._handle(msg)
+                    action()
+                    return True
                 except DiskFull as full:
                     if paused_at is None:
                         paused_at = time.monotonic()
                         self.stats.disk_full_pauses += 1
-                        consumer.pause(consumer.assignment())
+                        consumer.pause()
                         log.warning(
                             "output.dir %r is full: %d more bytes needed for %s "
                             "(%d free); consumption paused until there is room",
@@ -208,13 +276,15 @@ class Downloader:
                             full.what,
                             self.staging.free_bytes(),
                         )
+                    waiting = self.transfers.get(full.transfer or "")
+                    if waiting is not None:
+                        # Its silence is our pause, not its uploader's: never expire it.
+                        waiting.last_activity = time.time()
                     if not self._wait_for_space(consumer):
                         return False
-                    continue
-                return True
         finally:
             if paused_at is not None:
-                consumer.resume(consumer.assignment())
+                consumer.resume()
                 if not self._stop:
                     log.warning(
                         "output.dir has room again: resumed after %.0f s",
@@ -222,88 +292,167 @@ class Downloader:
                     )
 
     def _wait_for_space(self, consumer: Consumer, seconds: float = 2.0) -> bool:
-        """Keep the group session alive while paused; True to retry, False to stop."""
+        """Keep the group session alive while paused, and free what can be freed;
+        True to retry, False to stop."""
+        self._upkeep()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self._stop:
                 return False
             extra = consumer.poll(0.5)
-            if extra is not None and extra.error() is None:
+            if extra is not None:
                 # A record fetched before the pause: rewind so it is read again later.
-                consumer.seek(TopicPartition(*_position(extra)))
+                consumer.seek((extra.topic, extra.partition), extra.offset)
         return not self._stop
 
-    def _checkpoint(self, consumer: Consumer) -> None:
+    # -- durable steps -------------------------------------------------------------
+
+    def _deliver_ready(self) -> None:
+        """One delivery round: fsync the verified files, record them in the ledger, rename
+        them into place, fsync their directories. Raises DiskFull (what was not placed
+        stays ready for the next round)."""
+        batch, self._ready = self._ready, []
         try:
-            self.staging.checkpoint()
-        except DiskFull as full:
-            log.warning("checkpoint postponed, output.dir is full (%s)", full)
-            return
-        if self._pending:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+            self._deliver(batch)
+        except DiskFull:
+            self._ready = batch + self._ready
+            raise
+
+    def _deliver(self, batch: list[tuple[Transfer, tuple[str, ...]]]) -> None:
+        now = time.time()
+        self.staging.sync(t for t, _ in batch)
+        self.staging.append(ledger.deliver_entry(t, now) for t, _ in batch)
+        self.staging.sync_ledger()
+        while batch:
+            t, parts = batch[0]
             try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-            except Exception as exc:
+                final = self.staging.place(t, parts)
+            except UnsafePath as exc:
+                batch.pop(0)
+                self._reject(t, str(exc))
+                continue
+            batch.pop(0)
+            self._untrack(t)
+            self.done[t.transfer] = now
+            end = t.end
+            assert end is not None
+            self.stats.delivered += 1
+            self.stats.delivered_bytes += end.size
+            log.info("delivered %r (%d bytes, sha256 %s)", str(final), end.size, end.sha256[:16])
+        self.staging.sync_directories()
+
+    def _checkpoint(self, consumer: Consumer) -> None:
+        """Deliver what is ready, make every staged byte durable and recorded, then commit
+        the consumed offsets. Raises DiskFull (nothing is committed)."""
+        if self._ready:
+            self._deliver_ready()
+        dirty = [t for t in self.transfers.values() if t.dirty]
+        self.staging.sync(dirty)
+        self.staging.append(ledger.stage_entry(t) for t in dirty)
+        self.staging.sync_ledger()
+        for t in dirty:
+            t.dirty = False
+        if self.staging.ledger_size() > LEDGER_COMPACT_BYTES:
+            # Every staged range is durable and recorded right now: safe to rewrite.
+            self.staging.rewrite_ledger(self._compact_lines())
+        if self._pending:
+            try:
+                consumer.commit(self._pending)
+            except CommitFailed as exc:
                 log.warning("offset commit failed (records will be replayed): %s", exc)
             else:
                 self._pending.clear()
-        self._last_checkpoint = time.monotonic()
 
-    def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+    def _compact_lines(self) -> list[str]:
+        state = ledger.LedgerState(staged=self.transfers, done=self.done)
+        return ledger.compact(state)
+
+    def _upkeep(self) -> None:
+        """Expire abandoned transfers, forget old finished ones, clean rejected files."""
+        now = time.time()
+        for t in [t for t in self.transfers.values() if now - t.last_activity > self._expiry]:
+            if t.verified:
+                continue  # waiting for a delivery round, not abandoned
+            self.staging.remove(t.transfer)
+            self.staging.append([ledger.forget_entry(t.transfer)])
+            self._untrack(t)
+            self.stats.expired += 1
+            log.warning(
+                "abandoned %r: nothing received for %.0f s (partial.file.expiry.ms)",
+                t.label,
+                self._expiry,
+            )
+        while self.done and (
+            len(self.done) > DONE_LIMIT or now - next(iter(self.done.values())) > self._expiry
+        ):
+            del self.done[next(iter(self.done))]
+        removed = self.staging.clean_rejected(self.settings.rejected_retention_ms / 1000)
+        if removed:
+            log.info("deleted %d rejected file(s) older than rejected.retention.ms", removed)
+
+    def _on_assign(self, parts: list[TopicPartition]) -> None:
         log.info("assigned %d partition(s) of %s", len(parts), self.settings.topic)
         self._assigned_at = time.monotonic()
 
-    def _on_revoke(self, consumer: Consumer) -> Callable[[Consumer, list[TopicPartition]], None]:
-        def revoke(_c: Consumer, _parts: list[TopicPartition]) -> None:
-            self._checkpoint(consumer)
+    def _on_revoke(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
+        def revoke(_parts: list[TopicPartition]) -> None:
+            try:
+                self._checkpoint(consumer)
+            except DiskFull as full:
+                log.warning("checkpoint at revocation postponed, output.dir is full (%s)", full)
 
         return revoke
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM and SIGINT finish cleanly; returns the handlers they replaced."""
+
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s: finishing", signal.Signals(signum).name)
             self._stop = True
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     # -- one record --------------------------------------------------------------
 
-    def _handle(self, msg: Message) -> None:
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+    def _handle(self, rec: Received) -> None:
+        """Apply one record. Raises only DiskFull: anything else one record causes is
+        logged and confined to its transfer."""
         try:
-            record = decode(_headers(msg), msg.value())
+            record = decode(rec.headers, rec.value)
         except NotStreamsend:
             self.stats.skipped_foreign += 1
-            log.warning("skipping %s: not a Streamsend record", where)
+            log.warning("skipping %s: not a Streamsend record", rec.where)
             return
         except UnsupportedVersion as exc:
             self.stats.skipped_version += 1
-            log.error("skipping %s: %s", where, exc)
+            log.error("skipping %s: %s", rec.where, exc)
             return
         except ProtocolError as exc:
             self.stats.skipped_invalid += 1
-            log.warning("skipping %s: %s", where, exc)
+            log.warning("skipping %s: %s", rec.where, exc)
             return
-        if record.transfer in self.staging.done:
+        if record.transfer in self.done:
             self.stats.duplicates += 1
             return
-        if record.transfer in self._bad_transfers:
+        if record.transfer in self._ignored:
             return  # already reported once
         try:
             parts = self._checked_path(record)
             self._apply(record, parts)
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
-            if len(self._bad_transfers) > 100_000:
-                self._bad_transfers.clear()  # bounded: forgetting only costs a repeated log line
-            self._bad_transfers.add(record.transfer)
-            log.error("rejecting %s: unsafe path %r: %s", where, record.path, exc)
-            self.staging.discard(record.transfer)
+            self._ignore(record.transfer)
+            log.error("rejecting %s: unsafe path %r: %s", rec.where, record.path, exc)
+            self._drop(record.transfer)
         except (ProtocolError, Unstorable) as exc:
             self.stats.skipped_invalid += 1
-            log.warning("skipping %s: %s", where, exc)
-            self._reject(record, str(exc))
+            log.warning("skipping %s: %s", rec.where, exc)
+            self._reject_if_staged(record.transfer, str(exc))
+        except OSError as exc:
+            # One record's trouble (an I/O error, a file removed under us) fails its
+            # transfer, never the downloader.
+            log.error("%s: cannot store %r: %s", rec.where, record.path, exc)
+            self._reject_if_staged(record.transfer, f"I/O error: {exc}")
 
     def _checked_path(self, record: Record) -> tuple[str, ...]:
         safe_uploader_name(record.uploader)
@@ -313,61 +462,124 @@ class Downloader:
         if isinstance(record, Abort):
             self.stats.aborted += 1
             log.info(
-                "%s/%s: upload abandoned by the uploader (%s)",
-                record.uploader,
-                record.path,
+                "%r: upload abandoned by the uploader (%r)",
+                f"{record.uploader}/{record.path}",
                 record.reason,
             )
             # Remembered as finished: a chunk of it arriving late (from another partition)
             # must not start a staging file that would only wait to expire.
-            self.staging.discard(record.transfer, remember=True)
+            self._drop(record.transfer)
+            self._finish(record.transfer)
             return
-        staged = self.staging.files.get(record.transfer)
-        if staged is None:
-            size = record.size
-            staged = self.staging.open(
-                TransferProgress(record.transfer, record.uploader, record.path, size)
-            )
+        t = self.transfers.get(record.transfer)
+        if t is None:
+            t = self._start(record)
+            if t is None:
+                return
         if isinstance(record, Chunk):
-            if staged.progress.is_new_chunk(record):
+            pieces = t.new_pieces(record)
+            if not pieces:
+                self.stats.duplicates += 1
+            view = memoryview(record.data)
+            for start, stop in pieces:
+                piece = view[start - record.offset : stop - record.offset]
                 # Bytes first, bookkeeping second: a failed write (disk full) must not
                 # leave the range recorded as received.
-                self.staging.write(staged, record.offset, record.data)
-                staged.progress.accept_chunk(record)
-            else:
-                self.stats.duplicates += 1
+                self.staging.write(t, start, piece)
+                t.record(start, piece)
         else:
-            staged.progress.accept_end(record)
-            staged.last_activity = time.time()
-        if staged.progress.complete():
-            self._deliver(staged, parts)
+            t.accept_end(record)
+        if t.complete() and not t.verified:
+            self._completed(t, parts)
 
-    def _deliver(self, staged: StagedFile, parts: tuple[str, ...]) -> None:
-        end = staged.progress.end
-        assert end is not None
+    def _start(self, record: Chunk | End) -> Transfer | None:
+        size = record.size
+        why = self._refusal(record.uploader, size)
+        if why is not None:
+            self.stats.refused += 1
+            self._ignore(record.transfer)
+            log.warning(
+                "refusing %r (transfer %s): %s", f"{record.uploader}/{record.path}",
+                record.transfer, why,
+            )  # fmt: skip
+            return None
+        t = Transfer(record.transfer, record.uploader, record.path, size)
+        self._track(t)
+        return t
+
+    def _refusal(self, uploader: str, size: int) -> str | None:
+        total = self.staging.total_bytes()
+        if size > total:
+            return f"its declared size {size} exceeds the output filesystem ({total} bytes)"
+        count, claimed = self._usage.get(uploader, (0, 0))
+        limit = self.settings.staging_max_transfers_per_uploader
+        if count >= limit:
+            return (
+                f"its uploader already has {count} unfinished transfers "
+                f"(staging.max.transfers.per.uploader={limit})"
+            )
+        if claimed + size > self._max_bytes:
+            return (
+                f"its uploader's unfinished transfers would claim {claimed + size} bytes "
+                f"(staging.max.bytes.per.uploader={self._max_bytes})"
+            )
+        return None
+
+    def _completed(self, t: Transfer, parts: tuple[str, ...]) -> None:
         try:
-            final = self.staging.finalize(staged, end, parts)
-        except (VerificationFailed, UnsafePath) as exc:
-            self._reject(end, str(exc))
+            self.staging.verify(t)
+        except VerificationFailed as exc:
+            self._reject(t, str(exc))
             return
-        self.stats.delivered += 1
-        self.stats.delivered_bytes += end.size
-        log.info("delivered %r (%d bytes, sha256 %s)", str(final), end.size, end.sha256[:16])
+        t.verified = True
+        if not self._ready:
+            self._ready_since = time.monotonic()
+        self._ready.append((t, parts))
 
-    def _reject(self, record: Record, reason: str) -> None:
-        if record.transfer not in self.staging.files:
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _track(self, t: Transfer) -> None:
+        self.transfers[t.transfer] = t
+        usage = self._usage.setdefault(t.uploader, [0, 0])
+        usage[0] += 1
+        usage[1] += t.declared_size
+
+    def _untrack(self, t: Transfer) -> None:
+        if self.transfers.pop(t.transfer, None) is None:
             return
-        target = self.staging.reject(record.transfer, record.uploader, record.path, reason)
+        usage = self._usage[t.uploader]
+        usage[0] -= 1
+        usage[1] -= t.declared_size
+        if usage[0] == 0:
+            del self._usage[t.uploader]
+
+    def _finish(self, transfer: str) -> None:
+        """Remember a transfer as finished, durably at the next ledger sync."""
+        now = time.time()
+        self.done[transfer] = now
+        self.staging.append([ledger.done_entry(transfer, now)])
+
+    def _drop(self, transfer: str) -> None:
+        t = self.transfers.get(transfer)
+        if t is not None:
+            self._ready = [(r, p) for r, p in self._ready if r is not t]
+            self._untrack(t)
+        self.staging.remove(transfer)
+
+    def _ignore(self, transfer: str) -> None:
+        if len(self._ignored) >= REFUSED_LIMIT:
+            self._ignored.clear()  # bounded: forgetting only costs a repeated log line
+        self._ignored.add(transfer)
+
+    def _reject_if_staged(self, transfer: str, reason: str) -> None:
+        t = self.transfers.get(transfer)
+        if t is not None:
+            self._reject(t, reason)
+
+    def _reject(self, t: Transfer, reason: str) -> None:
+        self._ready = [(r, p) for r, p in self._ready if r is not t]
+        self._untrack(t)
+        target = self.staging.reject(t, reason)
+        self._finish(t.transfer)
         self.stats.rejected += 1
-        log.error("rejected %s/%s: %s (kept as %s)", record.uploader, record.path, reason, target)
-
-
-def _headers(msg: Message) -> list[tuple[str, bytes | None]]:
-    """Consumed headers as (name, bytes) pairs, whatever shape the client gives."""
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
-
-
-def _position(msg: Message) -> tuple[str, int, int]:
-    return msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        log.error("rejected %r: %s (kept as %s)", t.label, reason, target)

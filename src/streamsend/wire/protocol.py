@@ -141,9 +141,9 @@ def _header_map(headers: Headers | None) -> dict[str, bytes]:
     for name, value in headers or ():
         if name.startswith("streamsend."):
             if name in found:
-                raise ProtocolError(f"header {name} appears twice")
+                raise ProtocolError(f"header {name!r} appears twice")
             if value is not None and len(value) > MAX_HEADER_BYTES:
-                raise ProtocolError(f"header {name} is longer than {MAX_HEADER_BYTES} bytes")
+                raise ProtocolError(f"header {name!r} is longer than {MAX_HEADER_BYTES} bytes")
             found[name] = value or b""
     return found
 

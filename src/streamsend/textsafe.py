@@ -1,0 +1,24 @@
+"""Showing untrusted text (names and reasons from the topic) without letting it act.
+
+A path, uploader name or abort reason comes from whoever can write to the topic. Written
+raw into a log or a terminal, a newline starts a forged log line and an escape sequence
+drives the terminal. Log such values with ``%r`` (Python's repr escapes them); the log
+formatter escapes whatever still reaches it, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Control, format (bidi overrides...), line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control or invisible formatting character escaped (``\\n``,
+    ``\\x1b``, ``\\u202e``); printable text, any script, is left as it is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
+    )
