@@ -20,7 +20,7 @@ MIB = 1 << 20
 
 
 def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:
-    """The streamsend.upload.service header of every record of partition 0, in offset order."""
+    """The streamsend.uploader header of every record of partition 0, in offset order."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -37,7 +37,7 @@ def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:
             if msg.error():
                 break  # partition EOF
             headers = dict(msg.headers() or [])
-            found.append(headers["streamsend.upload.service"].decode())
+            found.append(headers["streamsend.uploader"].decode())
     finally:
         consumer.close()
     return found
