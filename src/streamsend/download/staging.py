@@ -465,7 +465,12 @@ class StagingArea:
             if not name.endswith(".part"):  # a probe or temporary file of a crashed run
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=self._staging_fd)
-        self.rewrite_ledger(ledger.compact(state))
+        try:
+            self.rewrite_ledger(ledger.compact(state))
+        except DiskFull:
+            # The ledger as it is still describes this state (recovery replays the same
+            # way): compacting it can wait until there is room.
+            log.warning("output.dir is full: the ledger is compacted later")
         return state
 
     # -- space ---------------------------------------------------------------------
