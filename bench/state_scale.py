@@ -1,8 +1,8 @@
 """Benchmark: the uploader's state topic with many tracked files.
 
-Writes N state records (one per file, as the uploader does) for one uploader into a
-fresh compacted state topic, then times a restarted uploader's load of that state and
-measures the memory it takes. Shows that the state is many small records, never one
+Writes N state records (one per file, as the uploader does) for one uploader into its
+partition of a fresh compacted state topic, then times a restarted uploader's load of
+that state and measures the memory it takes. Shows that the state is many small records, never one
 document that outgrows Kafka's message size limit.
 
     .venv/bin/python bench/state_scale.py                  # 1,000,000 files, local Kafka
@@ -18,13 +18,19 @@ import resource
 import time
 import uuid
 
-from confluent_kafka import Producer
-
 from streamsend import localkafka
 from streamsend.config.loader import resolve
 from streamsend.config.settings import UploaderSettings
-from streamsend.transport.kafka import Admin, ConnectionWatch
-from streamsend.upload.state import STATE_TOPIC_CONFIG, KafkaStateStore, SentRecord
+from streamsend.transport.base import TopicSpec
+from streamsend.transport.kafka_clients import KafkaTransport
+from streamsend.upload.state import (
+    STATE_TOPIC_CONFIG,
+    KafkaStateStore,
+    SentRecord,
+    state_partition,
+)
+
+DATA_TOPIC, UPLOADER = "bench-data", "shop-0001"
 
 
 def peak_rss_mib() -> float:
@@ -40,13 +46,15 @@ def main() -> int:
     settings = resolve(
         UploaderSettings,
         environ={},
-        flags={"bootstrap.servers": bootstrap, "topic": "bench-data", "input.dir": "/srv/x"},
+        flags={"bootstrap.servers": bootstrap, "topic": DATA_TOPIC, "input.dir": "/srv/x"},
     )
-    Admin(settings, ConnectionWatch("bench")).ensure_topic(topic, 1, 1, STATE_TOPIC_CONFIG)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
-    store = KafkaStateStore(
-        topic, "bench-data", "shop-0001", producer, {"bootstrap.servers": bootstrap}
-    )
+    transport = KafkaTransport(settings, "bench")
+    admin = transport.admin()
+    partitions = settings.processing_state_topic_partitions
+    admin.ensure_topic(topic, TopicSpec(partitions, 1, STATE_TOPIC_CONFIG))
+    partition = state_partition(DATA_TOPIC, UPLOADER, partitions)
+    producer = transport.producer({"linger.ms": 50})
+    store = KafkaStateStore(transport, producer, topic, DATA_TOPIC, UPLOADER, partition)
     started = time.monotonic()
     for i in range(args.files):
         path = f"year=2026/month={i % 12:02d}/day={i % 28:02d}/receipt-{i:09d}.json"
@@ -58,8 +66,7 @@ def main() -> int:
 
     before = peak_rss_mib()
     started = time.monotonic()
-    loaded = KafkaStateStore(topic, "bench-data", "shop-0001", producer,
-                             {"bootstrap.servers": bootstrap}).load()  # fmt: skip
+    loaded = KafkaStateStore(transport, producer, topic, DATA_TOPIC, UPLOADER, partition).load()
     took = time.monotonic() - started
     result = {
         "files": args.files,

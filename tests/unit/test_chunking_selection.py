@@ -131,6 +131,7 @@ def rules(pattern: str = ".*", min_ms: int = 5000, max_ms: int = 0) -> FileRules
         ("dir/a.txt.FINISHED", False),
         ("a.FINISHED.txt", True),
         ("a..txt", True),
+        ("new\nline", True),  # refused later by the wire path rules, and reported
     ],
 )
 def test_wanted_name_default_pattern(relative: str, wanted: bool) -> None:

@@ -17,6 +17,7 @@ from streamsend.wire.paths import (
     check_component,
     safe_relative_parts,
     safe_uploader_name,
+    wire_path,
 )
 
 
@@ -156,3 +157,58 @@ def test_property_accepted_paths_stay_under_the_base(path: str) -> None:
     assert normalised.startswith(base + "/")
     assert normalised == joined  # nothing for normpath to collapse
     assert "/".join(parts) == path
+
+
+# -- the uploader's side: local names to wire paths --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("local", "wire"),
+    [
+        ("a.txt", "a.txt"),
+        ("dir/sub/file.bin", "dir/sub/file.bin"),
+        ("caf\u00e9/x", "caf\u00e9/x"),
+        # macOS writes names in NFD: the wire carries NFC (the local name is not changed).
+        ("cafe\u0301/e\u0301te\u0301.txt", "caf\u00e9/\u00e9t\u00e9.txt"),
+        ("A\u030angstro\u0308m", "\u00c5ngstr\u00f6m"),
+        ("/".join(["d"] * MAX_DEPTH), "/".join(["d"] * MAX_DEPTH)),
+    ],
+)
+def test_wire_path_is_the_nfc_of_the_local_path(local: str, wire: str) -> None:
+    assert wire_path(local) == wire
+    assert safe_relative_parts(wire_path(local))  # what the downloader accepts
+
+
+# U+0958 is 3 bytes in UTF-8, and 6 in NFC (U+0915 U+093C): normalising can push a name
+# over a limit it was under locally.
+QA = "\u0958"
+
+
+@pytest.mark.parametrize(
+    ("local", "why"),
+    [
+        ("bad\udcff.bin", "not valid UTF-8"),  # what os.scandir gives for b"bad\xff.bin"
+        ("dir\udce9/x", "not valid UTF-8"),
+        ("a\\b.txt", "NUL, '/' or '\\\\'"),
+        ("a\x01b", "control"),
+        ("new\nline", "control"),
+        ("del\x7f", "control"),
+        ("/".join(["d"] * (MAX_DEPTH + 1)), "deeper"),
+        ("x" * (MAX_COMPONENT_BYTES + 1), f"longer than {MAX_COMPONENT_BYTES} bytes"),
+        (QA * 85, f"longer than {MAX_COMPONENT_BYTES} bytes"),  # 255 bytes, 510 in NFC
+        ("/".join([QA * 40] * 18), f"longer than {MAX_PATH_BYTES} bytes"),  # 2177 -> 4337
+    ],
+)
+def test_wire_path_refuses_what_the_downloader_refuses(local: str, why: str) -> None:
+    with pytest.raises(UnsafePath, match=why):
+        wire_path(local)
+
+
+@settings(max_examples=300)
+@given(st.lists(_path_alphabet, max_size=30).map("".join))
+def test_property_a_wire_path_is_always_accepted_by_the_downloader(local: str) -> None:
+    try:
+        wire = wire_path(local)
+    except UnsafePath:
+        return
+    assert safe_relative_parts(wire) == tuple(wire.split("/"))

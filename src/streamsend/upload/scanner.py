@@ -11,40 +11,78 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# What identifies one version of a file on disk: a writer that replaces or rewrites the
+# file changes at least one of them (ctime catches a rename over it with the same size
+# and a restored mtime, and chmod/chown).
+Identity = tuple[int, int, int, int]
+
+
+def identity(st: os.stat_result) -> Identity:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
 
 @dataclass(frozen=True)
 class Candidate:
-    relative: str  # '/'-separated path below input.dir
+    relative: str  # '/'-separated local path below input.dir (may hold surrogate escapes)
     path: Path
     size: int
     mtime_ns: int
     inode: int
     mode: int
+    ctime_ns: int
+
+    @property
+    def identity(self) -> Identity:
+        return (self.size, self.mtime_ns, self.inode, self.ctime_ns)
 
 
-def walk(root: Path) -> Iterator[Candidate]:
+class Walk:
     """Regular files below ``root``; symlinks (to files or directories) are not
-    followed, hidden directories are not entered. Unreadable directories are logged
-    and skipped rather than stopping the scan."""
-    stack = [(root, "")]
-    while stack:
-        directory, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as exc:
-            log.warning("cannot list %r: %s", str(directory), exc.strerror)
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            relative = f"{prefix}{entry.name}"
+    followed, hidden directories are not entered. A directory that cannot be listed (or
+    an entry that cannot be examined) is logged, skipped and recorded in ``unlistable``
+    as a local relative path ("" for ``root`` itself): the walk says nothing about what
+    is below it, so nothing below it may be taken as gone."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.unlistable: list[str] = []
+
+    def __iter__(self) -> Iterator[Candidate]:
+        stack = [(self.root, "")]
+        while stack:
+            directory, prefix = stack.pop()
             try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed between listing and stat
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((Path(entry.path), relative + "/"))
-            elif stat.S_ISREG(st.st_mode):
-                yield Candidate(
-                    relative, Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode
-                )
+                entries = list(os.scandir(directory))
+            except OSError as exc:
+                log.warning("cannot list %r: %s", str(directory), exc.strerror)
+                self.unlistable.append(prefix.rstrip("/"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                relative = f"{prefix}{entry.name}"
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed between listing and stat
+                except OSError as exc:
+                    log.warning("cannot examine %r: %s", relative, exc.strerror)
+                    self.unlistable.append(relative)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((Path(entry.path), relative + "/"))
+                elif stat.S_ISREG(st.st_mode):
+                    yield Candidate(
+                        relative,
+                        Path(entry.path),
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ino,
+                        st.st_mode,
+                        st.st_ctime_ns,
+                    )
+
+    @property
+    def complete(self) -> bool:
+        """False when input.dir itself could not be listed."""
+        return "" not in self.unlistable

@@ -36,7 +36,13 @@ class FileRules:
 
     @classmethod
     def from_settings(cls, pattern: str, minimum_age_ms: int, maximum_age_ms: int) -> FileRules:
-        return cls(re.compile(pattern), minimum_age_ms * 1_000_000, maximum_age_ms * 1_000_000)
+        # DOTALL: '.*' means every name, also one with a newline, which must then be
+        # reported as unsendable rather than silently never seen.
+        return cls(
+            re.compile(pattern, re.DOTALL),
+            minimum_age_ms * 1_000_000,
+            maximum_age_ms * 1_000_000,
+        )
 
     def wanted_name(self, relative: str) -> bool:
         """Name rules: hidden files and directories, bookkeeping suffixes, the pattern."""

@@ -1,9 +1,21 @@
 """The uploader service: watch input.dir, stream eligible files as chunks, remember them.
 
 Files are read once, in chunk-sized pieces, hashing as they go: memory holds at most
-the producer's bounded queue, never a whole file. A file whose size, modification time
-or inode changes while it is read is abandoned with an Abort record and sent again once
-it is stable, so a torn version is never delivered.
+the producer's bounded queue, never a whole file. A file whose size, modification time,
+inode or change time changes while it is read is abandoned with an Abort record and sent
+again once it is stable, so a torn version is never delivered.
+
+Kafka is reached only through :class:`~streamsend.transport.base.Transport`
+(``KafkaTransport`` unless one is given), so the whole service runs on the in-memory
+transport in unit tests.
+
+The durable steps of one file, in order: every record of the transfer is acknowledged;
+then the after.upload action (rename/delete); then the state record. A crash between
+two steps repeats at most the transfer (a new transfer of the same bytes, which the
+downloader delivers as an identical version), never loses a file. The action comes
+before the state record because a state record without the action would leave the file
+in input.dir for ever (recorded as sent, so neither sent nor acted on again), whereas the
+action without the state record leaves nothing that needs remembering.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -22,14 +35,13 @@ from types import FrameType
 from typing import Any
 
 import platformdirs
-from confluent_kafka import KafkaError, Message, Producer
 
 from streamsend.config.settings import UploaderSettings
-from streamsend.errors import EnvironmentProblem, TransferIncomplete
+from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, TransferIncomplete
 from streamsend.lockfile import DirectoryLock
-from streamsend.transport.base import TopicSpec
-from streamsend.transport.kafka import Admin, ConnectionWatch, client_config
-from streamsend.upload.scanner import Candidate, walk
+from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
+from streamsend.upload.planning import plan_scan
+from streamsend.upload.scanner import Candidate, Identity, Walk, identity
 from streamsend.upload.selection import FileRules, refuse_system_dir
 from streamsend.upload.state import (
     STATE_TOPIC_CONFIG,
@@ -38,6 +50,8 @@ from streamsend.upload.state import (
     SentRecord,
     StateStore,
     Version,
+    check_compacted,
+    state_partition,
     version_of,
 )
 from streamsend.wire.chunking import (
@@ -46,6 +60,7 @@ from streamsend.wire.chunking import (
     chunk_count,
     fixed_chunk_size,
 )
+from streamsend.wire.paths import is_wire_path
 from streamsend.wire.protocol import Abort, Chunk, End, encode, new_transfer_id
 from streamsend.wire.protocol import Message as Record
 
@@ -57,20 +72,44 @@ PROGRESS_EVERY_SECONDS = 30.0
 TEST_FILE_EVERY_SECONDS = 10.0
 FAILED_RETRY_SECONDS = 10.0
 
+# A test seam: called with the name of a durable step ("after.upload", "state") just
+# before the uploader takes it, so that a test can stop the uploader exactly there by
+# raising. (The in-memory broker has the same kind of hook before each acknowledgement.)
+Faults = Callable[[str], None]
+
+
+def _no_faults(_step: str) -> None:
+    return None
+
 
 class _Stopping(Exception):
     """Raised inside a send when the uploader was asked to stop."""
 
 
+# Exceptions that end the run; any other exception while handling one file fails only
+# that file.
+_PASS_THROUGH = (_Stopping, KafkaFatal, Interrupted)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass
 class InFlight:
-    """One transfer whose records are produced but not all acknowledged yet."""
+    """One transfer: everything the uploader knows about it, from the first read to the
+    last acknowledgement."""
 
     candidate: Candidate
+    wire: str  # the path on the wire and in the state
     transfer: str
-    outstanding: int = 0
+    read: Identity | None = None  # the version that was read (fstat before reading)
+    produced: int = 0
+    outstanding: int = 0  # produced, not acknowledged yet
     error: str | None = None
-    closed: bool = False
+    closed: bool = False  # End or Abort produced: nothing more will be
     aborted: str | None = None
     sha256: str = ""
 
@@ -87,7 +126,15 @@ class UploadStats:
 
 
 class Uploader:
-    def __init__(self, settings: UploaderSettings, once: bool = False) -> None:
+    def __init__(
+        self,
+        settings: UploaderSettings,
+        once: bool = False,
+        transport: Transport | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        """``transport`` None: a ``KafkaTransport`` for ``settings``. ``faults``: see
+        :data:`Faults` (tests only)."""
         self.settings = settings
         self.once = once
         self.stats = UploadStats()
@@ -95,17 +142,29 @@ class Uploader:
         self.rules = FileRules.from_settings(
             settings.input_file_pattern, settings.file_minimum_age_ms, settings.file_maximum_age_ms
         )
-        self.watch = ConnectionWatch("uploader")
+        self._transport = transport
+        self.faults = faults or _no_faults
+        self.lock: DirectoryLock | None = None  # held while running
         self.producer: Producer | None = None
         self.state: StateStore = MemoryStateStore()
-        self.sent: dict[str, Version] = {}
-        self.inflight: dict[str, InFlight] = {}
+        self.sent: dict[str, Version] = {}  # by wire path
+        self.inflight: dict[str, InFlight] = {}  # by wire path
         self._finished: list[InFlight] = []
-        self._retry_after: dict[str, float] = {}
+        self._retry_after: dict[str, float] = {}  # by local path
+        self._refused: dict[str, Version] = {}  # local names that cannot be sent
+        self._new_state_topic = False  # created by this run: no state to read
         self._stop = False
         self._stop_at = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            from streamsend.transport.kafka_clients import KafkaTransport
+
+            self._transport = KafkaTransport(self.settings, "uploader")
+        return self._transport
 
     # -- start-up ----------------------------------------------------------------
 
@@ -127,11 +186,16 @@ class Uploader:
             )
             log.info("dry run: nothing is produced; chunk size %d bytes", self.sizing.chunk_bytes)
             return
-        admin = Admin(s, self.watch)
+        transport = self.transport
+        admin = transport.admin()
         brokers = admin.wait_for_cluster(lambda: self._stop)
         replication = s.topic_replication_factor or min(3, brokers)
         admin.ensure_topic(s.topic, TopicSpec(s.topic_partitions, replication, {}))
-        admin.ensure_topic(s.processing_state_topic, TopicSpec(1, replication, STATE_TOPIC_CONFIG))
+        state_topic = s.processing_state_topic
+        spec = TopicSpec(s.processing_state_topic_partitions, replication, STATE_TOPIC_CONFIG)
+        self._new_state_topic = admin.ensure_topic(state_topic, spec)
+        if not self._new_state_topic:
+            check_compacted(admin, state_topic)
         broker_limit, topic_limit = admin.message_limits(s.topic)
         if s.binary_chunk_size_bytes:
             self.sizing = fixed_chunk_size(s.binary_chunk_size_bytes, broker_limit, topic_limit)
@@ -144,18 +208,29 @@ class Uploader:
                 self.sizing.chunk_bytes,
                 self.sizing.reason,
             )
-        self.producer = Producer(self._producer_config())
+        self.producer = transport.producer(self._producer_overrides())
+        partition = state_partition(s.topic, s.uploader_name, admin.partition_count(state_topic))
         self.state = KafkaStateStore(
-            s.processing_state_topic,
-            s.topic,
-            s.uploader_name,
-            self.producer,
-            client_config(s, "consumer", {}, self.watch),
+            transport, self.producer, state_topic, s.topic, s.uploader_name, partition
         )
 
-    def _producer_config(self) -> dict[str, Any]:
+    def _load_state(self) -> None:
+        sent = self.state.load(new_topic=self._new_state_topic)
+        # Paths no downloader accepts, recorded by an uploader older than the path rules:
+        # forgotten, so that those files are considered again (sent in NFC, or reported).
+        stale = [path for path in sent if not is_wire_path(path)]
+        for path in stale:
+            del sent[path]
+            self.state.forget(path)
+        if stale:
+            log.info(
+                "state: forgot %d record(s) of paths that are not valid on the wire", len(stale)
+            )
+        self.sent = sent
+
+    def _producer_overrides(self) -> dict[str, Any]:
         limit = self.sizing.message_limit
-        defaults = {
+        return {
             # acks=all, ordered and de-duplicated retries.
             "enable.idempotence": True,
             # Retry for ever: an outage pauses a transfer, it never fails it.
@@ -167,7 +242,6 @@ class Uploader:
             "queue.buffering.max.kbytes": max(32 * 1024, 4 * limit // 1024),
             "linger.ms": 5,
         }
-        return client_config(self.settings, "producer", defaults, self.watch)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -178,14 +252,13 @@ class Uploader:
             f"input.dir {str(self.input_dir)!r} is in use by another uploader",
         )
         lock.acquire()
-        self._install_signal_handlers()
+        self.lock = lock
+        previous = self._install_signal_handlers()
         try:
-            self._connect()
-            self.sent = self.state.load()
-            self._loop()
+            self._run_locked(lock)
         finally:
-            self._drain()
-            lock.release()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         self._summary()
         if self.stats.failed:
             names = ", ".join(f"{name!r} ({why})" for name, why in self.stats.failed.items())
@@ -194,6 +267,23 @@ class Uploader:
             # A service asked to stop stops cleanly; what failed is retried next time.
             log.warning("stopping with %d file(s) not sent yet: %s", len(self.stats.failed), names)
         return self.stats
+
+    def _run_locked(self, lock: DirectoryLock) -> None:
+        try:
+            self._connect()
+            self._load_state()
+            self._loop()
+        except KafkaFatal:
+            lock.release()  # the clients are unusable: nothing to drain
+            raise
+        except Exception:
+            self._drain()
+            lock.release()
+            raise
+        # Not on a BaseException that is no Exception (a test's simulated crash): like a
+        # killed process, the uploader then leaves everything as it is.
+        self._drain()
+        lock.release()
 
     def _loop(self) -> None:
         next_scan = 0.0
@@ -213,34 +303,53 @@ class Uploader:
                     break
             self._poll(0.1)
 
-    def _eligible(self) -> list[Candidate]:
-        now_ns = time.time_ns()
-        wanted = []
-        for cand in walk(self.input_dir):
-            if not self.rules.wanted_name(cand.relative) or cand.relative in self.inflight:
-                continue
-            if self.rules.too_old(cand.mtime_ns, now_ns) or not self.rules.old_enough(
-                cand.mtime_ns, now_ns
-            ):
-                continue
-            if self._retry_after.get(cand.relative, 0) > time.monotonic():
-                continue
-            if self.sent.get(cand.relative) == version_of(cand.size, cand.mtime_ns):
-                continue
-            wanted.append(cand)
-        wanted.sort(key=lambda c: (c.mtime_ns, c.relative))
-        return wanted
-
     def _scan_and_send(self) -> None:
-        for cand in self._eligible():
+        plan = plan_scan(
+            self.input_dir,
+            Walk(self.input_dir),
+            self.rules,
+            self.sent,
+            self.inflight,
+            lambda local: self._retry_after.get(local, 0) > time.monotonic(),
+            time.time_ns(),
+        )
+        self._report_refused(plan.refused)
+        self._forget(plan.gone)
+        for cand, wire in plan.send:
             if self._stop:
                 raise _Stopping
-            self._send(cand)
+            try:
+                self._send(cand, wire)
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                self._send_failed(cand, wire, exc)
             self._poll(0)
+
+    def _forget(self, gone: list[str]) -> None:
+        """Files recorded as sent that are no longer there: a tombstone each, so the
+        state topic holds only what exists (compaction removes the rest)."""
+        for path in gone:
+            del self.sent[path]
+            if not self.settings.dry_run:
+                self.state.forget(path)
+        if gone:
+            log.info("state: forgot %d file(s) no longer in input.dir", len(gone))
+
+    def _report_refused(self, refused: dict[str, tuple[Version, str]]) -> None:
+        """Names that cannot be sent are failures, logged once per version of the file:
+        a service scans every second and must not say the same thing every second."""
+        for local, (version, why) in refused.items():
+            if self._refused.get(local) != version:
+                log.error("cannot send %r: %s; it is left as it is", local, why)
+            self.stats.failed[local] = why
+        for local in self._refused.keys() - refused.keys():
+            self.stats.failed.pop(local, None)  # gone, renamed or sent since
+        self._refused = {local: version for local, (version, _) in refused.items()}
 
     # -- one file ----------------------------------------------------------------
 
-    def _send(self, cand: Candidate) -> None:
+    def _send(self, cand: Candidate, wire: str) -> None:
         try:
             fd = os.open(cand.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -249,21 +358,21 @@ class Uploader:
             self._failed(cand.relative, f"cannot read it: {exc.strerror}")
             return
         try:
-            self._send_open(cand, fd)
+            self._send_open(cand, wire, fd)
         finally:
             os.close(fd)
 
-    def _send_open(self, cand: Candidate, fd: int) -> None:
-        before = os.fstat(fd)
-        if _identity(before) != (cand.size, cand.mtime_ns, cand.inode):
+    def _send_open(self, cand: Candidate, wire: str, fd: int) -> None:
+        before = identity(os.fstat(fd))
+        if before != cand.identity:
             return  # changed since the scan: the next scan sees the new version
-        inf = InFlight(cand, new_transfer_id())
-        self.inflight[cand.relative] = inf
-        name, path, size = self.settings.uploader_name, cand.relative, before.st_size
+        inf = InFlight(cand, wire, new_transfer_id(), read=before)
+        self.inflight[wire] = inf
+        name, size = self.settings.uploader_name, cand.size
         chunk = self.sizing.chunk_bytes
         hasher = hashlib.sha256()
         offset = index = 0
-        log.info("sending %r (%d bytes, %d chunks)", path, size, chunk_count(size, chunk))
+        log.info("sending %r (%d bytes, %d chunks)", cand.relative, size, chunk_count(size, chunk))
         try:
             while offset < size:
                 if self._stop:
@@ -272,44 +381,60 @@ class Uploader:
                 if not data:
                     break  # shrank: caught by the identity check below
                 hasher.update(data)
-                self._produce(Chunk(inf.transfer, name, path, index, offset, size, data), inf)
+                self._produce(Chunk(inf.transfer, name, wire, index, offset, size, data), inf)
                 offset += len(data)
                 index += 1
         except _Stopping:
             self._abort(inf, "the uploader was stopped")
             raise
-        after = os.fstat(fd)
+        after = identity(os.fstat(fd))
         try:
-            on_disk = os.stat(cand.path, follow_symlinks=False)
+            on_disk: Identity | None = identity(os.stat(cand.path, follow_symlinks=False))
         except FileNotFoundError:
             on_disk = None
-        if (
-            offset != size
-            or _identity(after) != _identity(before)
-            or on_disk is None
-            or _identity(on_disk) != _identity(before)
-        ):
+        if offset != size or after != before or on_disk != before:
             self._abort(inf, "the file changed while it was being read")
             return
         inf.sha256 = hasher.hexdigest()
         end = End(
             inf.transfer,
             name,
-            path,
+            wire,
             size=size,
             chunks=index,
             sha256=inf.sha256,
-            mtime_ns=before.st_mtime_ns,
-            mode=stat.S_IMODE(before.st_mode),
+            mtime_ns=cand.mtime_ns,
+            mode=stat.S_IMODE(cand.mode),
         )
         self._produce(end, inf)
+        inf.closed = True
+        self._maybe_finished(inf)
+
+    def _send_failed(self, cand: Candidate, wire: str, exc: Exception) -> None:
+        """Whatever went wrong with one file (an unreadable name, an I/O error, a bug)
+        abandons that file's transfer and reports the file; the others go on."""
+        why = _describe(exc)
+        log.debug("sending %r failed", cand.relative, exc_info=True)
+        inf = self.inflight.get(wire)
+        if inf is None or inf.candidate is not cand or inf.closed:
+            self._failed(cand.relative, why)
+            return
+        inf.error = why
+        if inf.produced:
+            try:
+                self._abort(inf, f"the uploader could not send it: {why}")
+                return
+            except _PASS_THROUGH:
+                raise
+            except Exception:
+                log.debug("aborting %r failed", cand.relative, exc_info=True)
         inf.closed = True
         self._maybe_finished(inf)
 
     def _abort(self, inf: InFlight, reason: str) -> None:
         inf.aborted = reason
         if not self._stop or time.monotonic() - self._stop_at < SHUTDOWN_GRACE_SECONDS:
-            rec = Abort(inf.transfer, self.settings.uploader_name, inf.candidate.relative, reason)
+            rec = Abort(inf.transfer, self.settings.uploader_name, inf.wire, reason)
             self._produce(rec, inf, stopping_ok=True)
         inf.closed = True
         self._maybe_finished(inf)
@@ -318,27 +443,28 @@ class Uploader:
         if self.producer is None:  # dry run
             return
         key, headers, value = encode(record)
-        callback = functools.partial(self._delivered, inf)
-        while True:
-            try:
-                self.producer.produce(
-                    self.settings.topic, value=value, key=key, headers=headers, on_delivery=callback
-                )
-                break
-            except BufferError:
-                # The bounded queue is full: let deliveries drain it (backpressure).
-                self._poll(0.1)
-                if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
-                    raise _Stopping from None
+        on_ack = functools.partial(self._delivered, inf)
+        # Counted before it is queued: its acknowledgement may be served while sending.
         inf.outstanding += 1
-        self.producer.poll(0)
+        try:
+            while True:
+                try:
+                    self.producer.send(self.settings.topic, key, headers, value, on_ack)
+                    break
+                except QueueFull:
+                    # The bounded queue is full: let acknowledgements drain it (backpressure).
+                    self._poll(0.1)
+                    if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
+                        raise _Stopping from None
+        except BaseException:
+            inf.outstanding -= 1  # not queued: no acknowledgement will come
+            raise
+        inf.produced += 1
 
-    def _delivered(self, inf: InFlight, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, inf: InFlight, err: str | None) -> None:
         inf.outstanding -= 1
         if err is not None:
-            inf.error = inf.error or err.str()
-        else:
-            self.watch.reached()
+            inf.error = inf.error or err
         self._maybe_finished(inf)
 
     def _maybe_finished(self, inf: InFlight) -> None:
@@ -348,16 +474,23 @@ class Uploader:
     def _poll(self, timeout: float) -> None:
         if self.producer is not None:
             self.producer.poll(timeout)
+            self.transport.raise_if_fatal()
         elif timeout:
             time.sleep(timeout)
-        self.watch.raise_if_fatal()
         while self._finished:
-            self._complete(self._finished.pop())
+            inf = self._finished.pop()
+            try:
+                self._complete(inf)
+            except _PASS_THROUGH:
+                raise
+            except Exception as exc:
+                log.debug("completing %r failed", inf.candidate.relative, exc_info=True)
+                self._failed(inf.candidate.relative, _describe(exc))
         self._progress()
 
     def _complete(self, inf: InFlight) -> None:
         cand = inf.candidate
-        self.inflight.pop(cand.relative, None)
+        self.inflight.pop(inf.wire, None)
         if inf.error is not None:
             self._failed(cand.relative, inf.error)
             return
@@ -374,25 +507,44 @@ class Uploader:
             return
         self.stats.failed.pop(cand.relative, None)
         self._retry_after.pop(cand.relative, None)
-        self.sent[cand.relative] = version_of(cand.size, cand.mtime_ns)
-        if not self.settings.dry_run:
-            self.state.save(
-                cand.relative, SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
-            )
+        if self._after_upload(inf):
+            self.sent[inf.wire] = version_of(cand.size, cand.mtime_ns)
+            if not self.settings.dry_run:
+                self.faults("state")
+                self.state.save(
+                    inf.wire, SentRecord(cand.size, cand.mtime_ns, inf.sha256, inf.transfer)
+                )
         self.stats.sent += 1
         self.stats.sent_bytes += cand.size
         log.info("sent %r (%d bytes)", cand.relative, cand.size)
-        self._after_upload(cand)
 
     def _failed(self, relative: str, why: str) -> None:
         log.error("failed to send %r: %s; retrying in %.0f s", relative, why, FAILED_RETRY_SECONDS)
         self.stats.failed[relative] = why
         self._retry_after[relative] = time.monotonic() + FAILED_RETRY_SECONDS
 
-    def _after_upload(self, cand: Candidate) -> None:
+    def _after_upload(self, inf: InFlight) -> bool:
+        """Rename or delete the file that was sent. False when the file at that path is no
+        longer the version that was read (a writer replaced or rewrote it before the
+        acknowledgements): then it is left alone and not recorded as sent, so a later
+        scan sends whatever is there now."""
         action = self.settings.after_upload
         if action == "keep" or self.settings.dry_run:
-            return
+            return True
+        cand = inf.candidate
+        self.faults("after.upload")
+        try:
+            now: Identity | None = identity(os.lstat(cand.path))
+        except FileNotFoundError:
+            now = None
+        if now != inf.read:
+            log.warning(
+                "%r changed after it was read: after.upload=%s not applied; what is there "
+                "now is sent by a later scan",
+                cand.relative,
+                action,
+            )
+            return False
         try:
             if action == "rename":
                 cand.path.rename(cand.path.with_name(cand.path.name + ".FINISHED"))
@@ -400,17 +552,24 @@ class Uploader:
                 cand.path.unlink()
         except OSError as exc:
             log.warning("after.upload=%s failed for %r: %s", action, cand.relative, exc.strerror)
+        return True
 
     # -- stopping ----------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
-            self._stop = True
-            self._stop_at = time.monotonic()
+    def stop(self) -> None:
+        """Finish in-flight work and return from :meth:`run` (what SIGTERM does)."""
+        self._stop = True
+        self._stop_at = time.monotonic()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
+            self.stop()
+
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+        return previous
 
     def _drain(self) -> None:
         """Wait for acknowledgements (bounded when stopping), then flush state records."""
@@ -438,14 +597,14 @@ class Uploader:
         if now < self._next_progress:
             return
         self._next_progress = now + PROGRESS_EVERY_SECONDS
-        queued = len(self.producer) if self.producer is not None else 0
+        producer = self.producer
         log.info(
             "progress: %d file(s), %.1f MiB sent; %d file(s) in flight, %d record(s) queued%s",
             self.stats.sent,
             self.stats.sent_bytes / 2**20,
             len(self.inflight),
-            queued,
-            "; Kafka unreachable" if self.watch.unreachable_since is not None else "",
+            producer.queued() if producer is not None else 0,
+            "; Kafka unreachable" if producer is not None and self.transport.unreachable() else "",
         )
 
     def _summary(self) -> None:
@@ -483,7 +642,3 @@ def _lock_path(input_dir: Path) -> Path:
     locks = Path(platformdirs.user_cache_dir("streamsend")) / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"uploader-{digest}.lock"
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)

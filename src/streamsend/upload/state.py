@@ -1,9 +1,18 @@
 """What the uploader has sent, kept in a compacted Kafka topic.
 
 One record per file, keyed ``{topic}/{uploader}/{path}`` (the chunk topic is part of the
-key: the same directory sent to another topic is sent again), so the state grows by one small
-record per tracked file and compaction keeps only the latest: a million files is a
-million small records, never one document that outgrows the message size limit.
+key: the same directory sent to another topic is sent again; ``path`` is the wire path),
+so the state grows by one small record per tracked file and compaction keeps only the
+latest: a million files is a million small records, never one document that outgrows the
+message size limit. A file that is gone from input.dir gets a tombstone (a null value),
+so compaction eventually forgets it and the topic does not grow without bound.
+
+Every record of one uploader goes to one fixed partition of the state topic,
+``crc32("{topic}/{uploader}") % partitions``, and a starting uploader reads only that
+partition: it does not read every other uploader's state. The partition depends on the
+state topic's partition count, so **adding partitions to an existing state topic makes
+the uploaders whose partition moved start from an empty state and send every file
+again** (the downloaders deliver identical bytes again; nothing is lost).
 """
 
 from __future__ import annotations
@@ -11,17 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
+import zlib
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-
-from streamsend.errors import KafkaFatal
+from streamsend.errors import ConfigError, StreamsendError
+from streamsend.transport.base import Admin, Producer, QueueFull, Transport
 
 log = logging.getLogger(__name__)
 
 STATE_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+# How long a failure to read the state partition is retried before the uploader gives up.
+READ_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -44,14 +55,31 @@ def version_of(size: int, mtime_ns: int) -> Version:
     return (size << 64) | (mtime_ns & 0xFFFF_FFFF_FFFF_FFFF)
 
 
-# A state topic that yields nothing for this long while not at its end is an error.
-STALL_SECONDS = 60.0
+def state_partition(data_topic: str, uploader: str, partitions: int) -> int:
+    """The one partition of the state topic that holds this uploader's records."""
+    return zlib.crc32(f"{data_topic}/{uploader}".encode()) % partitions
+
+
+def check_compacted(admin: Admin, topic: str) -> None:
+    """An existing state topic that is not compacted would grow for ever and lose the
+    state of unchanged files to retention (then every file is sent again)."""
+    policy = admin.topic_config(topic, ["cleanup.policy"]).get("cleanup.policy", "")
+    if "compact" not in policy.split(","):
+        raise ConfigError(
+            f"state topic {topic!r} has cleanup.policy={policy or 'unknown'!r}, it must be "
+            f"compacted: set its cleanup.policy to compact (kafka-configs.sh --alter "
+            f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact) "
+            f"or choose another processing.state.topic"
+        )
 
 
 class StateStore(Protocol):
-    def load(self) -> dict[str, Version]: ...
+    def load(self, new_topic: bool = False) -> dict[str, Version]: ...
 
-    def save(self, relative: str, record: SentRecord) -> None: ...
+    def save(self, path: str, record: SentRecord) -> None: ...
+
+    def forget(self, path: str) -> None:
+        """Write a tombstone: the file is gone."""
 
 
 class MemoryStateStore:
@@ -60,73 +88,73 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self.records: dict[str, SentRecord] = {}
 
-    def load(self) -> dict[str, Version]:
+    def load(self, new_topic: bool = False) -> dict[str, Version]:
         return {path: version_of(r.size, r.mtime_ns) for path, r in self.records.items()}
 
-    def save(self, relative: str, record: SentRecord) -> None:
-        self.records[relative] = record
+    def save(self, path: str, record: SentRecord) -> None:
+        self.records[path] = record
+
+    def forget(self, path: str) -> None:
+        self.records.pop(path, None)
 
 
 class KafkaStateStore:
+    """The state of one uploader of one chunk topic, in one partition of the state topic,
+    through the transport (``send`` blocks on a full queue by polling the producer)."""
+
     def __init__(
         self,
+        transport: Transport,
+        producer: Producer,
         topic: str,
         data_topic: str,
         uploader: str,
-        producer: Producer,
-        consumer_conf: dict[str, Any],
+        partition: int,
     ) -> None:
         self.topic = topic
+        self.partition = partition
         self.prefix = f"{data_topic}/{uploader}/"
+        self._transport = transport
         self._producer = producer
-        self._consumer_conf = consumer_conf
 
-    def load(self) -> dict[str, Version]:
-        """Read the state topic from the beginning to its current end."""
-        conf = dict(self._consumer_conf)
-        conf.update(
-            {
-                "group.id": f"streamsend-state-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-            }
-        )
-        consumer = Consumer(conf)
+    def load(self, new_topic: bool = False) -> dict[str, Version]:
+        """Read this uploader's partition from its beginning to its current end (nothing
+        to read in a topic created just now). A failure to read is retried for a while:
+        a partition has no leader for a moment after its topic was created, and during
+        a leader election."""
         records: dict[str, Version] = {}
-        try:
-            md = consumer.list_topics(self.topic, timeout=30)
-            partitions = list(md.topics[self.topic].partitions)
-            remaining: dict[int, int] = {}
-            for p in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=30
-                )
-                if high > low:
-                    remaining[p] = high
-            consumer.assign([TopicPartition(self.topic, p, -2) for p in remaining])
-            last_progress = time.monotonic()
-            while remaining:
-                if time.monotonic() - last_progress > STALL_SECONDS:
-                    raise KafkaFatal(
-                        f"reading state topic {self.topic!r} stalled for {STALL_SECONDS:.0f} s"
+        count = 0
+        deadline = time.monotonic() + READ_RETRY_SECONDS
+        delay = 0.5
+        while not new_topic:
+            records, count = {}, 0
+            try:
+                for key, value in self._transport.read_partition(self.topic, self.partition):
+                    count += 1
+                    self._apply(key, value, records)
+                break
+            except StreamsendError:
+                raise
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 0.5:
+                    log.warning(
+                        "reading partition %d of state topic %s failed (%s); retrying",
+                        self.partition,
+                        self.topic,
+                        exc,
                     )
-                # Batches: a million small records one poll() at a time is slow.
-                for msg in consumer.consume(num_messages=10_000, timeout=1.0):
-                    last_progress = time.monotonic()
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            remaining.pop(msg.partition() or 0, None)
-                            continue
-                        raise KafkaFatal(f"reading state topic {self.topic!r}: {err.str()}")
-                    self._apply(msg.key(), msg.value(), records)
-                    part, offset = msg.partition() or 0, msg.offset() or 0
-                    if offset + 1 >= remaining.get(part, 0):
-                        remaining.pop(part, None)
-        finally:
-            consumer.close()
-        log.info("state: %d file(s) already sent by this uploader", len(records))
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+        log.info(
+            "state: %d file(s) already sent by this uploader (read %d record(s) of "
+            "partition %d of %s)",
+            len(records),
+            count,
+            self.partition,
+            self.topic,
+        )
         return records
 
     def _apply(self, key: bytes | None, value: bytes | None, into: dict[str, Version]) -> None:
@@ -134,23 +162,34 @@ class KafkaStateStore:
             return
         text = key.decode("utf-8", errors="replace")
         if not text.startswith(self.prefix):
-            return
-        relative = text[len(self.prefix) :]
+            return  # another uploader's, or another chunk topic's
+        path = text[len(self.prefix) :]
         if value is None:
-            into.pop(relative, None)
+            into.pop(path, None)
             return
         try:
             doc = json.loads(value)
-            into[relative] = version_of(int(doc["size"]), int(doc["mtime_ns"]))
+            into[path] = version_of(int(doc["size"]), int(doc["mtime_ns"]))
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring unreadable state record for %r: %s", relative, exc)
+            log.warning("ignoring unreadable state record for %r: %s", path, exc)
 
-    def save(self, relative: str, record: SentRecord) -> None:
+    def save(self, path: str, record: SentRecord) -> None:
         value = json.dumps(asdict(record), separators=(",", ":")).encode()
-        key = (self.prefix + relative).encode()
+        self._send(path, value)
+
+    def forget(self, path: str) -> None:
+        self._send(path, None)
+
+    def _send(self, path: str, value: bytes | None) -> None:
+        # An unacknowledged state record only costs a resend after a restart.
+        def on_ack(err: str | None) -> None:
+            if err is not None:
+                log.warning("state record for %r not acknowledged: %s", path, err)
+
+        key = (self.prefix + path).encode()
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key)
+                self._producer.send(self.topic, key, [], value, on_ack, self.partition)
                 return
-            except BufferError:
+            except QueueFull:
                 self._producer.poll(0.1)
