@@ -44,7 +44,9 @@ def uploaders_in_order(bootstrap: str, topic: str) -> list[str]:
 
 
 def committed_offset(bootstrap: str, output_dir: Path, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": default_group_id(output_dir)})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": default_group_id(output_dir, topic)}
+    )
     try:
         (tp,) = consumer.committed([TopicPartition(topic, 0)], timeout=30)
         return tp.offset
@@ -126,7 +128,7 @@ def test_two_downloaders_each_mirror_everything(pipeline: Pipeline, tmp_path: Pa
     up = pipeline.upload(source, binary_chunk_size_bytes=CHUNK)
     assert up.returncode == 0, explain(up)
     outs = [tmp_path / "out-1", tmp_path / "out-2"]
-    assert default_group_id(outs[0]) != default_group_id(outs[1])
+    assert default_group_id(outs[0], pipeline.topic) != default_group_id(outs[1], pipeline.topic)
     procs = [
         pipeline.start("download", {"output.dir": str(out), "idle.exit.ms": "4000"}) for out in outs
     ]

@@ -41,7 +41,7 @@ def test_full_disk_pauses_and_resumes(pipeline: Pipeline, small_fs: Path, tmp_pa
         time.sleep(3)  # stays paused, alive, without spinning through records
         assert down.proc.poll() is None
         line = next(x for x in down.output().splitlines() if "is full" in x)
-        assert "more bytes needed for up1/f" in line, line
+        assert "more bytes needed for 'up1/f" in line, line
         # Space returns: the filesystem is grown in place.
         subprocess.run(["mount", "-o", "remount,size=128m", str(small_fs)], check=True)
         problems = wait_for_tree(source, out / "up1", timeout=120)
@@ -57,7 +57,7 @@ def test_no_room_for_a_directory_at_delivery_is_disk_full_then_retried(tmp_path:
     downloader pauses and retries), and the retry succeeds once room returns."""
     import hashlib
 
-    from streamsend.download.reassembly import TransferProgress
+    from streamsend.download.reassembly import Transfer
     from streamsend.download.staging import DiskFull, StagingArea
     from streamsend.wire.protocol import End
 
@@ -66,9 +66,9 @@ def test_no_room_for_a_directory_at_delivery_is_disk_full_then_retried(tmp_path:
     with tmpfs(tmp_path / "inodes", "size=4m,nr_inodes=64") as mount:
         area = StagingArea(mount / "out")
         try:
-            staged = area.open(TransferProgress(transfer, "up", "a/b/f.bin", len(data)))
-            area.write(staged, 0, data)
-            staged.progress.received.add(0, len(data))
+            t = Transfer(transfer, "up", "a/b/f.bin", len(data))
+            area.write(t, 0, data)
+            t.record(0, data)
             fillers = []
             with pytest.raises(OSError):  # use up every inode
                 for i in range(1000):
@@ -76,12 +76,16 @@ def test_no_room_for_a_directory_at_delivery_is_disk_full_then_retried(tmp_path:
                     filler.write_bytes(b"")
                     fillers.append(filler)
             sha = hashlib.sha256(data).hexdigest()
-            end = End(transfer, "up", "a/b/f.bin", len(data), 1, sha, 1_700_000_000 * 10**9, 0o644)
+            t.accept_end(
+                End(transfer, "up", "a/b/f.bin", len(data), 1, sha, 1_700_000_000 * 10**9, 0o644)
+            )
+            area.verify(t)
             with pytest.raises(DiskFull):
-                area.finalize(staged, end, ("a", "b", "f.bin"))
+                area.place(t, ("a", "b", "f.bin"))
             for filler in fillers[:10]:
                 filler.unlink()
-            path = area.finalize(staged, end, ("a", "b", "f.bin"))
+            path = area.place(t, ("a", "b", "f.bin"))
+            area.sync_directories()
             assert path.read_bytes() == data
         finally:
             area.close()

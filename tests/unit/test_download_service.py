@@ -190,6 +190,32 @@ def test_enospc_from_fsync_pauses_instead_of_crashing(broker: MemoryBroker, tmp_
     assert (out / "up" / "f.txt").read_bytes() == b"content"
 
 
+def test_records_fetched_before_a_pause_are_read_again(tmp_path: Path) -> None:
+    """librdkafka may hand over records it fetched before pause(); each partition must be
+    rewound to the first of them, not the last (which would skip the others)."""
+    data = os.urandom(5000)
+    t = tid(9)
+    sha = hashlib.sha256(data).hexdigest()
+    broker = MemoryBroker()
+    chunks = [Chunk(t, "up", "f.bin", i, i * 1000, 5000, data[i * 1000 : (i + 1) * 1000])
+              for i in range(5)]  # fmt: skip
+    produce(broker, [*chunks, End(t, "up", "f.bin", 5000, 5, sha, MTIME, 0o644)])
+    failures = {"write": 3}
+
+    def faults(step: str) -> None:
+        if failures.get(step):
+            failures[step] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    flags = {"bootstrap.servers": "m", "topic": TOPIC, "output.dir": str(tmp_path / "out"),
+             "idle.exit.ms": "100"}  # fmt: skip
+    settings = resolve(DownloaderSettings, environ={}, flags=flags)
+    d = Downloader(settings, MemoryTransport(broker, prefetch=3), faults=faults)
+    d.run()
+    assert d.stats.disk_full_pauses == 1
+    assert (tmp_path / "out" / "up" / "f.bin").read_bytes() == data
+
+
 def test_full_disk_expires_abandoned_transfers_while_paused(
     broker: MemoryBroker, tmp_path: Path
 ) -> None:
@@ -230,17 +256,20 @@ def test_transfer_larger_than_the_filesystem_is_refused(
 
 def test_per_uploader_caps(broker: MemoryBroker, tmp_path: Path) -> None:
     produce(broker, [Chunk(tid(10 + i), "greedy", f"f{i}", 0, 0, 100, b"x") for i in range(4)])
-    produce(broker, [Chunk(tid(20), "big", "one", 0, 0, 600, b"x")])
+    # "big" holds 400 bytes of an unfinished transfer: at the cap, its next one is refused;
+    # a declared size far above the cap is no reason by itself (a claim holds no bytes).
+    produce(broker, [Chunk(tid(20), "big", "one", 0, 0, 10_000, b"x" * 400)])
+    produce(broker, [Chunk(tid(21), "big", "two", 0, 0, 10, b"y")])
     produce(broker, whole(tid(30), "other.txt", b"unaffected", uploader="polite"))
     out = tmp_path / "out"
     d = run(
         out,
         broker,
         staging_max_transfers_per_uploader="3",
-        staging_max_bytes_per_uploader="500",
+        staging_max_bytes_per_uploader="400",
     )
-    assert d.stats.refused == 2  # greedy's fourth transfer, big's 600-byte claim
-    assert sorted(t.uploader for t in d.transfers.values()) == ["greedy"] * 3
+    assert d.stats.refused == 2  # greedy's fourth transfer, big's second
+    assert sorted(t.path for t in d.transfers.values()) == ["f0", "f1", "f2", "one"]
     assert (out / "polite" / "other.txt").read_bytes() == b"unaffected"
 
 

@@ -257,9 +257,10 @@ class DownloaderSettings(CommonSettings):
     staging_max_bytes_per_uploader: int = setting(
         "staging.max.bytes.per.uploader",
         0,
-        "Bytes one uploader's unfinished transfers may claim in staging (by their declared "
-        "sizes); a transfer beyond it is refused. 0 means half the size of output.dir's "
-        "filesystem. A transfer larger than the whole filesystem is always refused.",
+        "Bytes one uploader's unfinished transfers may hold in staging: while an uploader "
+        "holds this much, its new transfers are refused (those under way continue). 0 means "
+        "half the size of output.dir's filesystem. A transfer declaring more bytes than the "
+        "whole filesystem is always refused.",
         minimum=0,
         default_text="0 (half the output filesystem)",
     )

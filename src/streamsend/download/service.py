@@ -122,7 +122,7 @@ class Downloader:
         self._ready: list[tuple[Transfer, tuple[str, ...]]] = []
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
-        self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, declared bytes]
+        self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, bytes held]
         self._pending: dict[TopicPartition, int] = {}
         self._stop = False
         self._assigned_at: float | None = None
@@ -258,6 +258,7 @@ class Downloader:
         stays alive), expire abandoned transfers to free space, and retry. False when
         asked to stop before ``action`` succeeded."""
         paused_at: float | None = None
+        rewind: dict[TopicPartition, int] = {}
         try:
             while True:
                 try:
@@ -280,7 +281,7 @@ class Downloader:
                     if waiting is not None:
                         # Its silence is our pause, not its uploader's: never expire it.
                         waiting.last_activity = time.time()
-                    if not self._wait_for_space(consumer):
+                    if not self._wait_for_space(consumer, rewind):
                         return False
         finally:
             if paused_at is not None:
@@ -291,9 +292,13 @@ class Downloader:
                         time.monotonic() - paused_at,
                     )
 
-    def _wait_for_space(self, consumer: Consumer, seconds: float = 2.0) -> bool:
+    def _wait_for_space(
+        self, consumer: Consumer, rewind: dict[TopicPartition, int], seconds: float = 2.0
+    ) -> bool:
         """Keep the group session alive while paused, and free what can be freed;
-        True to retry, False to stop."""
+        True to retry, False to stop. Records fetched before the pause are read again
+        later: each partition is rewound to the lowest such offset of the whole pause
+        (several may come out of the client's queue, and the last seek must not win)."""
         self._upkeep()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -301,8 +306,9 @@ class Downloader:
                 return False
             extra = consumer.poll(0.5)
             if extra is not None:
-                # A record fetched before the pause: rewind so it is read again later.
-                consumer.seek((extra.topic, extra.partition), extra.offset)
+                where = (extra.topic, extra.partition)
+                rewind[where] = min(rewind.get(where, extra.offset), extra.offset)
+                consumer.seek(where, rewind[where])
         return not self._stop
 
     # -- durable steps -------------------------------------------------------------
@@ -487,6 +493,7 @@ class Downloader:
                 # leave the range recorded as received.
                 self.staging.write(t, start, piece)
                 t.record(start, piece)
+                self._usage[t.uploader][1] += stop - start
         else:
             t.accept_end(record)
         if t.complete() and not t.verified:
@@ -511,16 +518,16 @@ class Downloader:
         total = self.staging.total_bytes()
         if size > total:
             return f"its declared size {size} exceeds the output filesystem ({total} bytes)"
-        count, claimed = self._usage.get(uploader, (0, 0))
+        count, held = self._usage.get(uploader, (0, 0))
         limit = self.settings.staging_max_transfers_per_uploader
         if count >= limit:
             return (
                 f"its uploader already has {count} unfinished transfers "
                 f"(staging.max.transfers.per.uploader={limit})"
             )
-        if claimed + size > self._max_bytes:
+        if held >= self._max_bytes:
             return (
-                f"its uploader's unfinished transfers would claim {claimed + size} bytes "
+                f"its uploader's unfinished transfers already hold {held} bytes in staging "
                 f"(staging.max.bytes.per.uploader={self._max_bytes})"
             )
         return None
@@ -542,14 +549,14 @@ class Downloader:
         self.transfers[t.transfer] = t
         usage = self._usage.setdefault(t.uploader, [0, 0])
         usage[0] += 1
-        usage[1] += t.declared_size
+        usage[1] += t.received.total()
 
     def _untrack(self, t: Transfer) -> None:
         if self.transfers.pop(t.transfer, None) is None:
             return
         usage = self._usage[t.uploader]
         usage[0] -= 1
-        usage[1] -= t.declared_size
+        usage[1] -= t.received.total()
         if usage[0] == 0:
             del self._usage[t.uploader]
 

@@ -145,7 +145,7 @@ class StagingArea:
             if isinstance(exc, EnvironmentProblem):
                 raise
             raise EnvironmentProblem(
-                f"output.dir {str(output_dir)!r} is not usable: {exc.strerror or exc}"
+                f"output.dir {str(output_dir)!r} is not writable: {exc.strerror or exc}"
             ) from exc
 
     # -- staged files ------------------------------------------------------------

@@ -131,8 +131,14 @@ class MemoryProducer:
 
 
 class MemoryConsumer:
-    def __init__(self, broker: MemoryBroker, group: str, reset_latest: bool = False) -> None:
+    def __init__(
+        self, broker: MemoryBroker, group: str, reset_latest: bool = False, prefetch: int = 0
+    ) -> None:
         self._broker = broker
+        # Like librdkafka, records already fetched into the client's queue may still come
+        # out after pause(), whatever is sought meanwhile: up to ``prefetch`` of them.
+        self._prefetch = prefetch
+        self._fetched: list[Received] = []
         self._group = group
         self._reset_latest = reset_latest
         self._topic: str | None = None
@@ -166,6 +172,8 @@ class MemoryConsumer:
         return True
 
     def poll(self, timeout: float) -> Received | None:
+        if self._fetched:
+            return self._fetched.pop(0)
         if not self._paused and self._assign():
             assert self._topic is not None
             parts = self._broker.topics[self._topic].partitions
@@ -186,6 +194,7 @@ class MemoryConsumer:
             self._broker.committed[(self._group, topic, partition)] = offset
 
     def pause(self) -> None:
+        self._fetched = [r for r in (self.poll(0) for _ in range(self._prefetch)) if r]
         self._paused = True
 
     def resume(self) -> None:
@@ -224,9 +233,10 @@ class MemoryAdmin:
 class MemoryTransport:
     """A :class:`~streamsend.transport.base.Transport` over one :class:`MemoryBroker`."""
 
-    def __init__(self, broker: MemoryBroker, max_queued: int = 1000) -> None:
+    def __init__(self, broker: MemoryBroker, max_queued: int = 1000, prefetch: int = 0) -> None:
         self.broker = broker
         self._max_queued = max_queued
+        self._prefetch = prefetch
 
     def producer(self, overrides: Mapping[str, object]) -> MemoryProducer:
         return MemoryProducer(self.broker, self._max_queued)
@@ -234,7 +244,7 @@ class MemoryTransport:
     def consumer(self, overrides: Mapping[str, object]) -> MemoryConsumer:
         group = str(overrides.get("group.id", "default"))
         latest = overrides.get("auto.offset.reset") == "latest"
-        return MemoryConsumer(self.broker, group, reset_latest=latest)
+        return MemoryConsumer(self.broker, group, reset_latest=latest, prefetch=self._prefetch)
 
     def admin(self) -> MemoryAdmin:
         return MemoryAdmin(self.broker)
