@@ -216,6 +216,28 @@ def test_records_fetched_before_a_pause_are_read_again(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "up" / "f.bin").read_bytes() == data
 
 
+def test_a_long_pause_for_disk_space_is_not_idleness(broker: MemoryBroker, tmp_path: Path) -> None:
+    """A record that waited for room longer than idle.exit.ms is followed by the rest of
+    its file, not by an idle exit (the first poll after resuming finds nothing yet)."""
+    data = os.urandom(2000)
+    t = tid(11)
+    sha = hashlib.sha256(data).hexdigest()
+    produce(broker, [Chunk(t, "up", "f.bin", 0, 0, 2000, data[:1000]),
+                     Chunk(t, "up", "f.bin", 1, 1000, 2000, data[1000:]),
+                     End(t, "up", "f.bin", 2000, 2, sha, MTIME, 0o644)])  # fmt: skip
+    failures = {"write": 1}
+
+    def faults(step: str) -> None:
+        if failures.get(step):
+            failures[step] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "out"
+    d = run(out, broker, faults=faults, idle_exit_ms="500")
+    assert d.stats.disk_full_pauses == 1
+    assert (out / "up" / "f.bin").read_bytes() == data
+
+
 def test_full_disk_expires_abandoned_transfers_while_paused(
     broker: MemoryBroker, tmp_path: Path
 ) -> None:
@@ -271,6 +293,19 @@ def test_per_uploader_caps(broker: MemoryBroker, tmp_path: Path) -> None:
     assert d.stats.refused == 2  # greedy's fourth transfer, big's second
     assert sorted(t.path for t in d.transfers.values()) == ["f0", "f1", "f2", "one"]
     assert (out / "polite" / "other.txt").read_bytes() == b"unaffected"
+
+
+def test_a_verified_file_waiting_for_delivery_does_not_count_against_the_cap(
+    broker: MemoryBroker, tmp_path: Path
+) -> None:
+    # Records follow each other without a pause, so the first file is still waiting for
+    # its delivery round when the second one starts.
+    produce(broker, whole(tid(25), "first.bin", b"a" * 400))
+    produce(broker, whole(tid(26), "second.bin", b"b" * 400))
+    out = tmp_path / "out"
+    d = run(out, broker, staging_max_bytes_per_uploader="400")
+    assert d.stats.refused == 0
+    assert (out / "up" / "second.bin").read_bytes() == b"b" * 400
 
 
 def test_rejected_files_are_deleted_after_their_retention(

@@ -126,9 +126,6 @@ class Downloader:
         self._pending: dict[TopicPartition, int] = {}
         self._stop = False
         self._assigned_at: float | None = None
-        self._max_bytes = settings.staging_max_bytes_per_uploader or (
-            self.staging.total_bytes() // 2
-        )
         self._expiry = settings.partial_file_expiry_ms / 1000
 
     # -- the loop ----------------------------------------------------------------
@@ -208,10 +205,12 @@ class Downloader:
                 last_message = max(last_message, self._assigned_at)
                 self._assigned_at = None
             if record is not None:
-                last_message = now
                 if not self._with_space(consumer, functools.partial(self._handle, record)):
                     break  # stopped while waiting for disk space; not committed
                 self._pending[(record.topic, record.partition)] = record.offset + 1
+                # Idle means no record: time spent storing one (or paused on a full disk
+                # for it) is not, so the clock starts when it is done.
+                now = last_message = time.monotonic()
             if (
                 self._ready
                 and (
@@ -525,10 +524,12 @@ class Downloader:
                 f"its uploader already has {count} unfinished transfers "
                 f"(staging.max.transfers.per.uploader={limit})"
             )
-        if held >= self._max_bytes:
+        # Half the filesystem as it is now (it may have been grown since start-up).
+        cap = self.settings.staging_max_bytes_per_uploader or total // 2
+        if held >= cap:
             return (
                 f"its uploader's unfinished transfers already hold {held} bytes in staging "
-                f"(staging.max.bytes.per.uploader={self._max_bytes})"
+                f"(staging.max.bytes.per.uploader={cap})"
             )
         return None
 
@@ -539,6 +540,8 @@ class Downloader:
             self._reject(t, str(exc))
             return
         t.verified = True
+        # Its bytes now belong to a delivery, no longer to an unfinished transfer.
+        self._usage[t.uploader][1] -= t.received.total()
         if not self._ready:
             self._ready_since = time.monotonic()
         self._ready.append((t, parts))
@@ -556,7 +559,8 @@ class Downloader:
             return
         usage = self._usage[t.uploader]
         usage[0] -= 1
-        usage[1] -= t.received.total()
+        if not t.verified:
+            usage[1] -= t.received.total()
         if usage[0] == 0:
             del self._usage[t.uploader]
 

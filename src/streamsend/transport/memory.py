@@ -139,6 +139,7 @@ class MemoryConsumer:
         # out after pause(), whatever is sought meanwhile: up to ``prefetch`` of them.
         self._prefetch = prefetch
         self._fetched: list[Received] = []
+        self._cold = False  # just resumed: the next poll finds nothing fetched yet
         self._group = group
         self._reset_latest = reset_latest
         self._topic: str | None = None
@@ -174,7 +175,9 @@ class MemoryConsumer:
     def poll(self, timeout: float) -> Received | None:
         if self._fetched:
             return self._fetched.pop(0)
-        if not self._paused and self._assign():
+        if self._cold:
+            self._cold = False
+        elif not self._paused and self._assign():
             assert self._topic is not None
             parts = self._broker.topics[self._topic].partitions
             for i in range(len(parts)):
@@ -199,6 +202,7 @@ class MemoryConsumer:
 
     def resume(self) -> None:
         self._paused = False
+        self._cold = True
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._positions[partition[1]] = offset
