@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from crashplan import Crash, CrashPlan
 
 from streamsend.config.loader import resolve
 from streamsend.config.settings import DownloaderSettings
@@ -31,23 +32,6 @@ from streamsend.wire.protocol import Abort, Chunk, End, Message, encode
 
 TOPIC = "files"
 MTIME = 1_700_000_000_000_000_000
-
-
-class Crash(BaseException):
-    """The process died here (BaseException: no handler in the service catches it)."""
-
-
-class Plan:
-    """Counts durable steps; raises Crash at step ``crash_at`` (1-based), once."""
-
-    def __init__(self, crash_at: int | None = None) -> None:
-        self.crash_at = crash_at
-        self.steps: list[str] = []
-
-    def __call__(self, step: str) -> None:
-        self.steps.append(step)
-        if len(self.steps) == self.crash_at:
-            raise Crash(step)
 
 
 def transfer(tid: str, path: str, data: bytes, chunk: int = 1000) -> list[Message]:
@@ -106,11 +90,11 @@ def check_final_paths(out: Path) -> None:
     assert not (out / "up" / "gone.bin").exists()
 
 
-def run_scenario(out: Path, crash_at: int | None) -> tuple[Plan, Counter[str]]:
+def run_scenario(out: Path, crash_at: int | None) -> tuple[CrashPlan, Counter[str]]:
     """Both phases; when the planned crash happens, the downloader is restarted (without
     faults) and the phase continues. Returns the plan and the deliveries per file."""
     broker = MemoryBroker()
-    plan = Plan(crash_at)
+    plan = CrashPlan(crash_at)
     broker.faults = plan
     delivered: Counter[str] = Counter()
     for messages in phases():
@@ -146,21 +130,21 @@ def test_scenario_without_crash_and_its_durable_steps(tmp_path: Path) -> None:
     out = tmp_path / "out"
     plan, delivered = run_scenario(out, crash_at=None)
     assert_clean_end(out, delivered)
-    kinds = set(plan.steps)
+    kinds = set(plan.seen)
     # Every kind of durable step the harness claims to cover actually occurs.
     assert kinds >= {
         "write", "fsync", "ledger-write", "ledger-fsync", "rename", "fsync-dir", "unlink",
         "commit",
     }, kinds  # fmt: skip
     # Durable work is grouped: far fewer ledger fsyncs than records.
-    assert plan.steps.count("ledger-fsync") < 12
+    assert plan.seen.count("ledger-fsync") < 12
 
 
 def _step_count() -> int:
     """How many durable steps the scenario takes, so every one of them gets a crash."""
     with tempfile.TemporaryDirectory() as tmp:
         plan, _ = run_scenario(Path(tmp) / "out", crash_at=None)
-    return len(plan.steps)
+    return len(plan.seen)
 
 
 STEPS = _step_count()
@@ -170,5 +154,5 @@ STEPS = _step_count()
 def test_crash_at_every_durable_step(tmp_path: Path, crash_at: int) -> None:
     out = tmp_path / "out"
     plan, delivered = run_scenario(out, crash_at)
-    assert len(plan.steps) >= crash_at, "the planned crash never happened"
+    assert len(plan.seen) >= crash_at, "the planned crash never happened"
     assert_clean_end(out, delivered)

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from crashplan import Crash, CrashPlan
 from test_upload_support import (
     CHUNK,
     RecordingBroker,
@@ -48,24 +49,6 @@ FILES = {
 }
 
 
-class Crash(BaseException):
-    """The uploader's process dies here (not an Exception: nothing may handle it)."""
-
-
-class Steps:
-    """The fault hook of the broker and of the uploader: counts the durable steps and
-    raises :class:`Crash` at step ``crash_at`` (1-based; None: never)."""
-
-    def __init__(self, crash_at: int | None = None) -> None:
-        self.crash_at = crash_at
-        self.seen: list[str] = []
-
-    def __call__(self, step: str) -> None:
-        self.seen.append(step)
-        if len(self.seen) == self.crash_at:
-            raise Crash(f"step {self.crash_at}: {step}")
-
-
 def prepare(root: Path) -> Path:
     source = root / "in"
     for age, (name, data) in enumerate(FILES.items()):
@@ -78,7 +61,7 @@ def crash_and_restart(
 ) -> tuple[Path, RecordingBroker]:
     source = prepare(root)
     settings = uploader_settings(source, **{"after.upload": action})
-    steps = Steps(crash_at)
+    steps = CrashPlan(crash_at)
     broker = RecordingBroker(steps)
     crashed = Uploader(settings, once=True, transport=MemoryTransport(broker), faults=steps)
     if crash_at is None:
