@@ -73,13 +73,30 @@ def main() -> int:
     parser.add_argument("--uploaders", type=int, default=1_000)
     parser.add_argument("--kafka-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--produce-only", metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--expected", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.produce_only:
+        found = produce(args.bootstrap, args.produce_only, args.files, args.uploaders)
+        args.expected.write_text(json.dumps(found))
+        return 0
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (
         localkafka.up(dir=args.kafka_dir).bootstrap_servers
     )
     topic = f"bench-funnel-{uuid.uuid4().hex[:8]}"
-    expected = produce(bootstrap, topic, args.files, args.uploaders)
+    expected_file = Path(tempfile.mkdtemp(prefix="streamsend-funnel-")) / "expected.json"
+    # Produced by a child process: the kernel's peak RSS of a process started by fork
+    # includes its parent's pages, so this process stays small when it starts the
+    # downloader (whose peak is what is measured).
+    subprocess.run(
+        [sys.executable, __file__, "--produce-only", topic, "--expected", str(expected_file),
+         "--files", str(args.files), "--uploaders", str(args.uploaders),
+         "--bootstrap", bootstrap],
+        check=True,
+    )  # fmt: skip
+    expected: dict[str, str] = json.loads(expected_file.read_text())
     out = Path(tempfile.mkdtemp(prefix="streamsend-funnel-")) / "out"
     cmd = [sys.executable, "-m", "streamsend", "download", "--bootstrap.servers", bootstrap,
            "--topic", topic, "--output.dir", str(out), "--idle.exit.ms", str(IDLE_MS)]  # fmt: skip

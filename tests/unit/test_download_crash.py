@@ -15,9 +15,11 @@ was rejected, and staging is empty.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from crashplan import Crash, CrashPlan
 
 from streamsend.config.loader import resolve
 from streamsend.config.settings import DownloaderSettings
+from streamsend.download import staging
 from streamsend.download.service import Downloader
 from streamsend.errors import TransferIncomplete
 from streamsend.transport.memory import MemoryBroker, MemoryTransport
@@ -126,9 +129,26 @@ def assert_clean_end(out: Path, delivered: Counter[str]) -> None:
     assert list((out / ".streamsend" / "staging").iterdir()) == []
 
 
-def test_scenario_without_crash_and_its_durable_steps(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def sync_mode(mode: str) -> Iterator[None]:
+    """ "fsync": an fsync per file and directory (small groups, the scenario's own);
+    "syncfs": one syncfs for every group, as under load."""
+    saved = staging.SYNCFS_FROM
+    staging.SYNCFS_FROM = 1 if mode == "syncfs" else 10**9
+    try:
+        yield
+    finally:
+        staging.SYNCFS_FROM = saved
+
+
+MODES = ["fsync", "syncfs"] if staging._libc_syncfs is not None else ["fsync"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scenario_without_crash_and_its_durable_steps(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "out"
-    plan, delivered = run_scenario(out, crash_at=None)
+    with sync_mode(mode):
+        plan, delivered = run_scenario(out, crash_at=None)
     assert_clean_end(out, delivered)
     kinds = set(plan.seen)
     # Every kind of durable step the harness claims to cover actually occurs.
@@ -140,19 +160,20 @@ def test_scenario_without_crash_and_its_durable_steps(tmp_path: Path) -> None:
     assert plan.seen.count("ledger-fsync") < 12
 
 
-def _step_count() -> int:
+def _step_count(mode: str) -> int:
     """How many durable steps the scenario takes, so every one of them gets a crash."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, sync_mode(mode):
         plan, _ = run_scenario(Path(tmp) / "out", crash_at=None)
     return len(plan.seen)
 
 
-STEPS = _step_count()
+CASES = [(mode, n) for mode in MODES for n in range(1, _step_count(mode) + 1)]
 
 
-@pytest.mark.parametrize("crash_at", range(1, STEPS + 1))
-def test_crash_at_every_durable_step(tmp_path: Path, crash_at: int) -> None:
+@pytest.mark.parametrize(("mode", "crash_at"), CASES)
+def test_crash_at_every_durable_step(tmp_path: Path, mode: str, crash_at: int) -> None:
     out = tmp_path / "out"
-    plan, delivered = run_scenario(out, crash_at)
+    with sync_mode(mode):
+        plan, delivered = run_scenario(out, crash_at)
     assert len(plan.seen) >= crash_at, "the planned crash never happened"
     assert_clean_end(out, delivered)

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -236,6 +237,21 @@ def test_a_long_pause_for_disk_space_is_not_idleness(broker: MemoryBroker, tmp_p
     d = run(out, broker, faults=faults, idle_exit_ms="500")
     assert d.stats.disk_full_pauses == 1
     assert (out / "up" / "f.bin").read_bytes() == data
+
+
+def test_idle_exit_waits_for_the_first_assignment(broker: MemoryBroker, tmp_path: Path) -> None:
+    """Joining the group can take longer than idle.exit.ms (a broker just started): the
+    idle clock starts at the first assignment, not before."""
+
+    def topic_appears_late() -> None:
+        time.sleep(1.0)
+        produce(broker, whole(tid(12), "late.txt", b"worth the wait"))
+
+    threading.Thread(target=topic_appears_late, daemon=True).start()
+    out = tmp_path / "out"
+    d = run(out, broker, idle_exit_ms="300")
+    assert d.stats.delivered == 1
+    assert (out / "up" / "late.txt").read_bytes() == b"worth the wait"
 
 
 def test_full_disk_expires_abandoned_transfers_while_paused(

@@ -52,6 +52,9 @@ DELIVERY_MAX_WAIT_SECONDS = 0.2
 # Delivered and abandoned transfer ids are remembered (so their replayed records are
 # ignored) for partial.file.expiry.ms, but never more than this many (~200 bytes each).
 DONE_LIMIT = 200_000
+# With idle.exit.ms, how long to wait for the first assignment (joining a group on a
+# broker that just started can take seconds) before concluding there is nothing to read.
+JOIN_WAIT = 60.0
 # An error names at most this many files (the rest are counted): one line, readable.
 NAMES_SHOWN = 20
 # Transfers refused or with unsafe paths: remembered to log each once; bounded.
@@ -196,6 +199,7 @@ class Downloader:
         last_checkpoint = time.monotonic()
         last_upkeep = 0.0
         next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
+        assigned = False
         while not self._stop:
             record = consumer.poll(0 if self._ready else 0.5)
             now = time.monotonic()
@@ -204,6 +208,7 @@ class Downloader:
                 # group is not idleness.
                 last_message = max(last_message, self._assigned_at)
                 self._assigned_at = None
+                assigned = True
             if record is not None:
                 if not self._with_space(consumer, functools.partial(self._handle, record)):
                     break  # stopped while waiting for disk space; not committed
@@ -231,8 +236,16 @@ class Downloader:
             if now - last_upkeep >= min(60.0, self._expiry):
                 last_upkeep = now
                 self._upkeep()
-            if idle_limit and now - last_message >= idle_limit:
+            if idle_limit and assigned and now - last_message >= idle_limit:
                 log.info("no message for %.1f s: exiting (idle.exit.ms)", idle_limit)
+                break
+            if idle_limit and not assigned and now - last_message >= max(idle_limit, JOIN_WAIT):
+                log.warning(
+                    "no partition of topic %r was assigned within %.0f s (does it exist?): "
+                    "exiting (idle.exit.ms)",
+                    self.settings.topic,
+                    max(idle_limit, JOIN_WAIT),
+                )
                 break
         if self.transfers and idle_limit:
             self._with_space(consumer, lambda: self._checkpoint(consumer))
