@@ -75,4 +75,5 @@ def test_five_thousand_unfinished_transfers_in_bounded_memory(cli: Cli, tmp_path
     # Each peak is getrusage(RUSAGE_CHILDREN).ru_maxrss (KiB on Linux) read by a fresh
     # launcher process whose only child is the downloader (defect_runs.LIMITED), so it is
     # the downloader's own high-water mark, not polled samples that could miss a spike.
+    print(f"peak RSS of the two runs: {[round(k / 1024, 1) for k in peaks]} MiB")
     assert max(peaks) < 200 * 1000 * 1000 / 1024, f"peak RSS {peaks} KiB"
