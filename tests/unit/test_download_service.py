@@ -415,3 +415,20 @@ def test_a_burst_of_small_files_shares_its_fsyncs(broker: MemoryBroker, tmp_path
     # Not one ledger fsync or directory fsync per file: a few rounds of many files.
     assert steps.count("ledger-fsync") <= 10
     assert steps.count("fsync-dir") <= 10 * 8
+
+
+def test_new_directories_are_made_durable_in_their_parents(
+    broker: MemoryBroker, tmp_path: Path
+) -> None:
+    """A file delivered into directories created for it is durable only when each new
+    directory's entry is: output.dir (for up/), up/ (for a/), a/ (for b/) and b/."""
+    out = tmp_path / "out"
+    produce(broker, whole(tid(70), "a/b/first.txt", b"1"))
+    steps: list[str] = []
+    run(out, broker, faults=steps.append)
+    assert steps.count("fsync-dir") == 4 + 1  # + the ledger's rewrite at start-up
+    produce(broker, whole(tid(71), "a/b/second.txt", b"2"))
+    steps.clear()
+    run(out, broker, faults=steps.append)
+    assert steps.count("fsync-dir") == 1 + 1
+    assert (out / "up" / "a" / "b" / "second.txt").read_bytes() == b"2"

@@ -333,7 +333,9 @@ def test_a_round_fsyncs_each_directory_once(out: Path) -> None:
         for t in batch:
             area.place(t, safe_relative_parts(t.path))
         area.sync_directories()
-        assert faults.steps == ["rename"] * 3 + ["fsync-dir"] * 2
+        # a/ and b/ receive files; output.dir and up/ received the new directories up/,
+        # a/ and b/: four directories, each synced once.
+        assert faults.steps == ["rename"] * 3 + ["fsync-dir"] * 4
         assert open_fds() == baseline  # staged files and directories all closed
         assert [(out / UP / p).read_bytes() for p in ("a/1", "a/2", "b/3")] == [b"data"] * 3
     finally:
@@ -671,7 +673,8 @@ def test_fault_steps_of_one_delivery_in_order(out: Path) -> None:
             "ledger-write",
             "ledger-fsync",
             "rename",
-            "fsync-dir",
+            "fsync-dir",  # output.dir, which received the new directory up/
+            "fsync-dir",  # up/, which received the file
         ]
     finally:
         area.close()
@@ -706,6 +709,8 @@ def test_each_fault_step_comes_just_before_its_syscall(
             "fsync",
             "fault:rename",
             "rename",
+            "fault:fsync-dir",
+            "fsync",
             "fault:fsync-dir",
             "fsync",
             "fault:unlink",

@@ -386,12 +386,16 @@ class StagingArea:
         to pass through a symlink or a non-directory."""
         fd = self._open(".", _DIR_FLAGS, 0, self._out_fd)
         try:
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1]):
                 try:
                     next_fd = self._open(part, _DIR_FLAGS, 0, fd)
                 except FileNotFoundError:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=fd)
+                    # The new directory's entry is durable once its parent is synced:
+                    # the parent joins the directories of this round.
+                    if parts[:depth] not in self._dirs_to_sync:
+                        self._dirs_to_sync[parts[:depth]] = os.dup(fd)
                     next_fd = self._open(part, _DIR_FLAGS, 0, fd)
                 os.close(fd)
                 fd = next_fd
