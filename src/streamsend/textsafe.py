@@ -9,6 +9,7 @@ formatter escapes whatever still reaches it, as a second line of defence.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 # Control, format (bidi overrides...), line and paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
@@ -22,3 +23,10 @@ def escape_controls(text: str) -> str:
     return "".join(
         repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
     )
+
+
+def listing(items: Sequence[str], shown: int = 20) -> str:
+    """``items`` joined by commas, at most ``shown`` of them and a count of the rest: an
+    error naming ten thousand files stays one readable line."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more

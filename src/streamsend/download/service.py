@@ -37,6 +37,7 @@ from streamsend.download.staging import (
 )
 from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.lockfile import DirectoryLock
+from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
 from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
 from streamsend.wire.protocol import Abort, Chunk, End, NotStreamsend, decode
@@ -55,8 +56,6 @@ DONE_LIMIT = 200_000
 # With idle.exit.ms, how long to wait for the first assignment (joining a group on a
 # broker that just started can take seconds) before concluding there is nothing to read.
 JOIN_WAIT = 60.0
-# An error names at most this many files (the rest are counted): one line, readable.
-NAMES_SHOWN = 20
 # Transfers refused or with unsafe paths: remembered to log each once; bounded.
 REFUSED_LIMIT = 100_000
 
@@ -250,9 +249,7 @@ class Downloader:
         if self.transfers and idle_limit:
             self._with_space(consumer, lambda: self._checkpoint(consumer))
             labels = [repr(t.label) for t in self.transfers.values()]
-            shown = ", ".join(labels[:NAMES_SHOWN])
-            more = f" and {len(labels) - NAMES_SHOWN} more" if len(labels) > NAMES_SHOWN else ""
-            raise TransferIncomplete(f"{len(labels)} file(s) incomplete: {shown}{more}")
+            raise TransferIncomplete(f"{len(labels)} file(s) incomplete: {listing(labels)}")
 
     def _progress(self) -> None:
         log.info(

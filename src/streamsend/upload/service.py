@@ -39,6 +39,7 @@ import platformdirs
 from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, TransferIncomplete
 from streamsend.lockfile import DirectoryLock
+from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
 from streamsend.upload.planning import plan_scan
 from streamsend.upload.scanner import Candidate, Identity, Walk, identity
@@ -261,7 +262,7 @@ class Uploader:
                 signal.signal(signum, handler)
         self._summary()
         if self.stats.failed:
-            names = ", ".join(f"{name!r} ({why})" for name, why in self.stats.failed.items())
+            names = listing([f"{name!r} ({why})" for name, why in self.stats.failed.items()])
             if self.once:
                 raise TransferIncomplete(f"{len(self.stats.failed)} file(s) not sent: {names}")
             # A service asked to stop stops cleanly; what failed is retried next time.
