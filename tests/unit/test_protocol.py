@@ -98,22 +98,23 @@ def test_round_trip(msg: Message) -> None:
 # they are spelled here literally, never through the module's constants.
 TID = "0123456789abcdef0123456789abcdef"
 SHA_HELLO = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+GOLDEN_CHUNK_HEADERS = [
+    ("streamsend.version", b"1"),
+    ("streamsend.type", b"chunk"),
+    ("streamsend.transfer", TID.encode()),
+    ("streamsend.uploader", b"shop-7"),
+    ("streamsend.path", b"a/b.txt"),
+    ("streamsend.index", b"0"),
+    ("streamsend.offset", b"0"),
+    ("streamsend.size", b"5"),
+]
 
 
 def test_golden_chunk_record() -> None:
     key, headers, value = encode(Chunk(TID, "shop-7", "a/b.txt", 0, 0, 5, b"hello"))
     assert key == b"shop-7/a/b.txt"
     assert value == b"hello"
-    assert [(k, bytes(v) if v is not None else None) for k, v in headers] == [
-        ("streamsend.version", b"1"),
-        ("streamsend.type", b"chunk"),
-        ("streamsend.transfer", TID.encode()),
-        ("streamsend.uploader", b"shop-7"),
-        ("streamsend.path", b"a/b.txt"),
-        ("streamsend.index", b"0"),
-        ("streamsend.offset", b"0"),
-        ("streamsend.size", b"5"),
-    ]
+    assert [(k, bytes(v) if v is not None else None) for k, v in headers] == GOLDEN_CHUNK_HEADERS
 
 
 def test_golden_end_and_abort_records() -> None:
@@ -137,17 +138,9 @@ def test_golden_end_and_abort_records() -> None:
 
 
 def test_golden_records_decode() -> None:
-    headers = [
-        ("streamsend.version", b"1"),
-        ("streamsend.type", b"chunk"),
-        ("streamsend.transfer", TID.encode()),
-        ("streamsend.uploader", b"shop-7"),
-        ("streamsend.path", b"a/b.txt"),
-        ("streamsend.index", b"0"),
-        ("streamsend.offset", b"0"),
-        ("streamsend.size", b"5"),
-    ]
-    assert decode(headers, b"hello") == Chunk(TID, "shop-7", "a/b.txt", 0, 0, 5, b"hello")
+    assert decode(GOLDEN_CHUNK_HEADERS, b"hello") == Chunk(
+        TID, "shop-7", "a/b.txt", 0, 0, 5, b"hello"
+    )
 
 
 def test_record_key_is_uploader_slash_path() -> None:

@@ -20,7 +20,6 @@ path, not on the topic, where it is at least once (docs/reliability.md).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def crash_and_restart(
     # What the kernel does for a dead process: its descriptors are closed, which releases
     # the flock. Its producer's queue, with whatever it held, dies with it.
     assert crashed.lock is not None
-    os.close(crashed.lock._fd)  # type: ignore[arg-type]
+    crashed.lock.abandon()
     broker.on_step = None
     restarted = run_once(settings, broker)
     assert restarted.failed == {}

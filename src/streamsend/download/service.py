@@ -139,12 +139,6 @@ class Downloader:
         finally:
             self.lock.release()
 
-    def abandon(self) -> None:
-        """Let go of everything as a killed process would (descriptors, the lock) without
-        any durable step: the test seam for crash injection."""
-        self.staging.close()
-        self.lock.abandon()
-
     def _run(self) -> DownloadStats:
         self._recover()
         consumer = self.transport.consumer(self._consumer_overrides())

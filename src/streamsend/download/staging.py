@@ -206,13 +206,6 @@ class StagingArea:
                 raise Unstorable(f"cannot write at offset {offset}: {exc.strerror}") from exc
             raise
 
-    def exists(self, transfer: str) -> bool:
-        try:
-            os.stat(f"{transfer}.part", dir_fd=self._staging_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return True
-
     def staged_size(self, transfer: str) -> int:
         return os.stat(f"{transfer}.part", dir_fd=self._staging_fd, follow_symlinks=False).st_size
 
@@ -304,8 +297,6 @@ class StagingArea:
                 raise DiskFull(len(data), "the ledger") from exc
             raise
         self._ledger_pending.clear()
-        if before + len(data) > LEDGER_COMPACT_BYTES:
-            log.debug("ledger is %d bytes: compacting at the next opportunity", before)
 
     def ledger_size(self) -> int:
         return os.fstat(self._ledger_fd).st_size
