@@ -99,7 +99,7 @@ def test_round_trip(msg: Message) -> None:
 TID = "0123456789abcdef0123456789abcdef"
 SHA_HELLO = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 GOLDEN_CHUNK_HEADERS = [
-    ("streamsend.version", b"1"),
+    ("streamsend.version", b"2"),
     ("streamsend.type", b"chunk"),
     ("streamsend.transfer", TID.encode()),
     ("streamsend.uploader", b"shop-7"),
@@ -121,7 +121,7 @@ def test_golden_end_and_abort_records() -> None:
     _, headers, value = encode(End(TID, "shop-7", "a/b.txt", 5, 1, SHA_HELLO, -1, 0o640))
     assert value == b""
     assert dict(headers) == {
-        "streamsend.version": b"1",
+        "streamsend.version": b"2",
         "streamsend.type": b"end",
         "streamsend.transfer": TID.encode(),
         "streamsend.uploader": b"shop-7",
@@ -143,6 +143,12 @@ def test_golden_records_decode() -> None:
     )
 
 
+def test_version_1_records_are_still_read() -> None:
+    """Topics written by version-1 uploaders stay readable: same layout, version 1."""
+    v1 = [("streamsend.version", b"1"), *GOLDEN_CHUNK_HEADERS[1:]]
+    assert decode(v1, b"hello") == Chunk(TID, "shop-7", "a/b.txt", 0, 0, 5, b"hello")
+
+
 def test_record_key_is_uploader_slash_path() -> None:
     assert protocol.record_key("up", "a/b.txt") == b"up/a/b.txt"
     assert protocol.record_key("up", "é.txt") == "up/é.txt".encode()
@@ -157,7 +163,7 @@ def test_chunk_value_is_the_data_and_end_abort_values_are_empty() -> None:
 def test_encoded_headers_carry_version_and_type() -> None:
     headers, _ = record(END)
     found = dict(headers)
-    assert found[H_VERSION] == b"1"
+    assert found[H_VERSION] == b"2"
     assert found[H_TYPE] == b"end"
     assert found[H_MODE] == b"640"
     assert dict(record(CHUNK)[0])[H_TYPE] == b"chunk"
@@ -232,7 +238,7 @@ def test_not_streamsend_is_a_protocol_error() -> None:
     assert issubclass(UnsupportedVersion, ProtocolError)
 
 
-@pytest.mark.parametrize("version", [b"2", b"0", b"01", b"1.0", b"v1", b"", b" 1", b"-1", None])
+@pytest.mark.parametrize("version", [b"3", b"0", b"01", b"1.0", b"v1", b"", b" 1", b"-1", None])
 def test_unknown_version_is_unsupported(version: bytes | None) -> None:
     headers, value = record(CHUNK)
     with pytest.raises(UnsupportedVersion):

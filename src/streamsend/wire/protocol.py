@@ -1,4 +1,4 @@
-"""The Streamsend wire protocol, version 1 (specified in docs/protocol.md).
+"""The Streamsend wire protocol, version 2 (specified in docs/protocol.md).
 
 Pure encode/decode between protocol messages and Kafka records (key, headers, value).
 No Kafka import: the adapters hand us headers and value as plain bytes.
@@ -8,19 +8,27 @@ A transfer is one attempt to send one version of one file. It is a sequence of
 (size, SHA-256, metadata) or one ``Abort`` record (the attempt was abandoned). Every
 record carries the protocol version, the transfer id, the uploader name and the path,
 so any record can be understood alone, in any order, from any partition.
+
+Version 2 adds per-record compression (``streamsend.codec``), ``Pack`` records that carry
+several whole small files, and the ``streamsend.partitioning`` marker of a transfer whose
+chunks are spread over partitions. Version 1 records are still read.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 import uuid
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from streamsend.errors import ProtocolError, UnsupportedVersion
+from streamsend.wire.codecs import NO_CODEC, Codec, decompress
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
 
 H_VERSION = "streamsend.version"
 H_TYPE = "streamsend.type"
@@ -35,10 +43,16 @@ H_SHA256 = "streamsend.sha256"
 H_MTIME = "streamsend.mtime_ns"
 H_MODE = "streamsend.mode"
 H_REASON = "streamsend.reason"
+H_CODEC = "streamsend.codec"
+H_LENGTH = "streamsend.length"
+H_FILES = "streamsend.files"
+H_PARTITIONING = "streamsend.partitioning"
 
 T_CHUNK = "chunk"
 T_END = "end"
 T_ABORT = "abort"
+T_PACK = "pack"
+SPREAD = "chunk"  # streamsend.partitioning of a transfer spread over partitions
 
 # Bounds on numbers read from headers: a claim beyond them is a protocol error, so
 # nothing downstream ever sizes memory or disk from an absurd header.
@@ -46,6 +60,11 @@ MAX_FILE_SIZE = 1 << 50  # 1 PiB
 MAX_CHUNKS = 1 << 40
 MAX_HEADER_BYTES = 8192
 MAX_REASON_CHARS = 500
+# A record's value, decompressed, is never larger than this (Kafka's own message limit
+# is far below it): a bound for the announced streamsend.length.
+MAX_VALUE_BYTES = 1 << 30
+MAX_PACK_FILES = 100_000
+_MANIFEST_LENGTH = struct.Struct(">I")
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -69,6 +88,7 @@ class Chunk:
     offset: int
     size: int  # declared size of the file when the transfer started
     data: bytes
+    spread: bool = False  # the transfer's chunks are spread over partitions
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class End:
     sha256: str
     mtime_ns: int
     mode: int
+    spread: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,26 @@ class Abort:
     reason: str
 
 
-Message = Chunk | End | Abort
+@dataclass(frozen=True)
+class Pack:
+    """Several whole files in one record: each is one End record and its bytes. Each
+    file keeps its own transfer id and is verified and delivered on its own."""
+
+    uploader: str
+    files: tuple[tuple[End, bytes], ...]
+
+    def records(self) -> list[Chunk | End]:
+        """The pack as the records that would carry each file on its own."""
+        out: list[Chunk | End] = []
+        for end, data in self.files:
+            if data:
+                out.append(Chunk(end.transfer, end.uploader, end.path, 0, 0, end.size, data))
+            out.append(end)
+        return out
+
+
+Message = Chunk | End | Abort | Pack
+EncodedHeaders = list[tuple[str, str | bytes | None]]
 
 
 def new_transfer_id() -> str:
@@ -103,9 +143,37 @@ def record_key(uploader: str, path: str) -> bytes:
     return f"{uploader}/{path}".encode()
 
 
-def encode(msg: Message) -> tuple[bytes, list[tuple[str, str | bytes | None]], bytes]:
-    """A message as a Kafka record: (key, headers, value)."""
-    headers: list[tuple[str, str | bytes | None]] = [
+def file_partition(uploader: str, path: str, partitions: int) -> int:
+    """The partition of every record of a file (and of a pack holding it): CRC-32 of the
+    record key, like librdkafka's default partitioner, computed here so that a file's
+    chunked and packed versions always share one partition and stay in order."""
+    return zlib.crc32(record_key(uploader, path)) % partitions
+
+
+def _end_headers(end: End) -> list[tuple[str, bytes]]:
+    return [
+        (H_SIZE, str(end.size).encode()),
+        (H_CHUNKS, str(end.chunks).encode()),
+        (H_SHA256, end.sha256.encode()),
+        (H_MTIME, str(end.mtime_ns).encode()),
+        (H_MODE, format(end.mode, "o").encode()),
+    ]
+
+
+def _compressed(headers: EncodedHeaders, value: bytes, codec: Codec) -> bytes:
+    packed = codec.compress(value)
+    if packed is None:
+        return value
+    headers += [(H_CODEC, codec.name.encode()), (H_LENGTH, str(len(value)).encode())]
+    return packed
+
+
+def encode(msg: Message, codec: Codec = NO_CODEC) -> tuple[bytes, EncodedHeaders, bytes]:
+    """A message as a Kafka record: (key, headers, value), the value compressed with
+    ``codec`` when that makes it smaller."""
+    if isinstance(msg, Pack):
+        return _encode_pack(msg, codec)
+    headers: EncodedHeaders = [
         (H_VERSION, str(PROTOCOL_VERSION).encode()),
         (H_TYPE, b""),
         (H_TRANSFER, msg.transfer.encode()),
@@ -120,20 +188,44 @@ def encode(msg: Message) -> tuple[bytes, list[tuple[str, str | bytes | None]], b
             (H_OFFSET, str(msg.offset).encode()),
             (H_SIZE, str(msg.size).encode()),
         ]
-        value = msg.data
+        value = _compressed(headers, msg.data, codec)
     elif isinstance(msg, End):
         headers[1] = (H_TYPE, T_END.encode())
-        headers += [
-            (H_SIZE, str(msg.size).encode()),
-            (H_CHUNKS, str(msg.chunks).encode()),
-            (H_SHA256, msg.sha256.encode()),
-            (H_MTIME, str(msg.mtime_ns).encode()),
-            (H_MODE, format(msg.mode, "o").encode()),
-        ]
+        headers += _end_headers(msg)
     else:
         headers[1] = (H_TYPE, T_ABORT.encode())
         headers.append((H_REASON, msg.reason[:MAX_REASON_CHARS].encode()))
+    if getattr(msg, "spread", False):
+        headers.append((H_PARTITIONING, SPREAD.encode()))
     return record_key(msg.uploader, msg.path), headers, value
+
+
+def pack_overhead(end: End) -> int:
+    """An upper bound of the bytes ``end`` adds to a pack besides the file's own."""
+    return 64 + len(end.transfer) + len(end.path.encode()) * 6 + 250
+
+
+def _encode_pack(pack: Pack, codec: Codec) -> tuple[bytes, EncodedHeaders, bytes]:
+    # The manifest entries use the End record's own header names and text values, so
+    # one parser validates both.
+    manifest = [
+        {
+            H_TRANSFER: end.transfer,
+            H_PATH: end.path,
+            **{name: value.decode() for name, value in _end_headers(end)},
+        }
+        for end, _ in pack.files
+    ]
+    head = json.dumps(manifest, separators=(",", ":")).encode()
+    value = b"".join([_MANIFEST_LENGTH.pack(len(head)), head, *(d for _, d in pack.files)])
+    headers: EncodedHeaders = [
+        (H_VERSION, str(PROTOCOL_VERSION).encode()),
+        (H_TYPE, T_PACK.encode()),
+        (H_UPLOADER, pack.uploader.encode()),
+        (H_FILES, str(len(pack.files)).encode()),
+    ]
+    value = _compressed(headers, value, codec)
+    return record_key(pack.uploader, pack.files[0][0].path), headers, value
 
 
 def _header_map(headers: Headers | None) -> dict[str, bytes]:
@@ -175,6 +267,41 @@ def _mtime(h: dict[str, bytes]) -> int:
     return int(text)
 
 
+def _value(h: dict[str, bytes], value: bytes) -> bytes:
+    """The record's value, decompressed when it announces a codec."""
+    if H_CODEC not in h:
+        return value
+    length = _number(h, H_LENGTH, MAX_VALUE_BYTES)
+    return decompress(_text(h, H_CODEC), value, length)
+
+
+def _transfer_id(h: dict[str, bytes]) -> str:
+    transfer = _text(h, H_TRANSFER)
+    if not _HEX32.fullmatch(transfer):
+        raise ProtocolError(f"header {H_TRANSFER} is not 32 lower-case hex digits")
+    return transfer
+
+
+def _end(h: dict[str, bytes], transfer: str, uploader: str, path: str, spread: bool) -> End:
+    sha = _text(h, H_SHA256)
+    if not _HEX64.fullmatch(sha):
+        raise ProtocolError(f"header {H_SHA256} is not 64 lower-case hex digits")
+    mode_text = _text(h, H_MODE)
+    if not re.fullmatch(r"[0-7]{1,4}", mode_text):
+        raise ProtocolError(f"header {H_MODE} is not an octal permission value")
+    return End(
+        transfer,
+        uploader,
+        path,
+        size=_number(h, H_SIZE, MAX_FILE_SIZE),
+        chunks=_number(h, H_CHUNKS, MAX_CHUNKS),
+        sha256=sha,
+        mtime_ns=_mtime(h),
+        mode=int(mode_text, 8),
+        spread=spread,
+    )
+
+
 def decode(headers: Headers | None, value: bytes | None) -> Message:
     """Parse a record into a message. Raises NotStreamsend, UnsupportedVersion or
     ProtocolError; never trusts a number without a bound."""
@@ -188,12 +315,13 @@ def decode(headers: Headers | None, value: bytes | None) -> Message:
             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})"
         )
     kind = _text(h, H_TYPE)
-    transfer = _text(h, H_TRANSFER)
-    if not _HEX32.fullmatch(transfer):
-        raise ProtocolError(f"header {H_TRANSFER} is not 32 lower-case hex digits")
     uploader = _text(h, H_UPLOADER)
+    data = _value(h, value or b"")
+    if kind == T_PACK:
+        return _decode_pack(h, uploader, data)
+    transfer = _transfer_id(h)
     path = _text(h, H_PATH)
-    data = value or b""
+    spread = H_PARTITIONING in h and _text(h, H_PARTITIONING) == SPREAD
     if kind == T_CHUNK:
         size = _number(h, H_SIZE, MAX_FILE_SIZE)
         offset = _number(h, H_OFFSET, MAX_FILE_SIZE)
@@ -204,26 +332,47 @@ def decode(headers: Headers | None, value: bytes | None) -> Message:
             )
         if not data:
             raise ProtocolError(f"chunk {index} carries no data")
-        return Chunk(transfer, uploader, path, index, offset, size, bytes(data))
+        return Chunk(transfer, uploader, path, index, offset, size, bytes(data), spread)
     if data:
         raise ProtocolError(f"a {kind!r} record must have an empty value")
     if kind == T_END:
-        sha = _text(h, H_SHA256)
-        if not _HEX64.fullmatch(sha):
-            raise ProtocolError(f"header {H_SHA256} is not 64 lower-case hex digits")
-        mode_text = _text(h, H_MODE)
-        if not re.fullmatch(r"[0-7]{1,4}", mode_text):
-            raise ProtocolError(f"header {H_MODE} is not an octal permission value")
-        return End(
-            transfer,
-            uploader,
-            path,
-            size=_number(h, H_SIZE, MAX_FILE_SIZE),
-            chunks=_number(h, H_CHUNKS, MAX_CHUNKS),
-            sha256=sha,
-            mtime_ns=_mtime(h),
-            mode=int(mode_text, 8),
-        )
+        return _end(h, transfer, uploader, path, spread)
     if kind == T_ABORT:
         return Abort(transfer, uploader, path, _text(h, H_REASON)[:MAX_REASON_CHARS])
     raise ProtocolError(f"unknown record type {kind!r}")
+
+
+def _decode_pack(h: dict[str, bytes], uploader: str, data: bytes) -> Pack:
+    count = _number(h, H_FILES, MAX_PACK_FILES)
+    if count == 0:
+        raise ProtocolError("a pack record holds no file")
+    if len(data) < _MANIFEST_LENGTH.size:
+        raise ProtocolError("a pack record is too short for its manifest")
+    (length,) = _MANIFEST_LENGTH.unpack_from(data)
+    cursor = _MANIFEST_LENGTH.size + length
+    if cursor > len(data):
+        raise ProtocolError("a pack's manifest runs past the end of the record")
+    try:
+        manifest = json.loads(data[_MANIFEST_LENGTH.size : cursor])
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("a pack's manifest is not JSON") from None
+    if not isinstance(manifest, list) or len(manifest) != count:
+        raise ProtocolError(f"a pack's manifest does not list {count} file(s)")
+    files: list[tuple[End, bytes]] = []
+    seen: set[str] = set()
+    for entry in manifest:
+        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+            raise ProtocolError("a pack's manifest entry is not an object of strings")
+        fields = _header_map([(k, v.encode()) for k, v in entry.items()])
+        transfer = _transfer_id(fields)
+        end = _end(fields, transfer, uploader, _text(fields, H_PATH), False)
+        if transfer in seen:
+            raise ProtocolError(f"transfer {transfer} appears twice in one pack")
+        if end.chunks != (1 if end.size else 0):
+            raise ProtocolError(f"a packed file must be one chunk, not {end.chunks}")
+        seen.add(transfer)
+        files.append((end, bytes(data[cursor : cursor + end.size])))
+        cursor += end.size
+    if cursor != len(data):
+        raise ProtocolError("a pack's files do not add up to its length")
+    return Pack(uploader, tuple(files))
