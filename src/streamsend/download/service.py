@@ -35,13 +35,14 @@ from streamsend.download.staging import (
     Unstorable,
     VerificationFailed,
 )
-from streamsend.errors import ProtocolError, TransferIncomplete, UnsupportedVersion
+from streamsend.errors import ConfigError, ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.lockfile import DirectoryLock
 from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
 from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
-from streamsend.wire.protocol import Abort, Chunk, End, NotStreamsend, decode
-from streamsend.wire.protocol import Message as Record
+from streamsend.wire.protocol import Abort, Chunk, End, NotStreamsend, Pack, decode
+
+Record = Chunk | End | Abort
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,16 @@ class Downloader:
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
         self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, bytes held]
-        self._pending: dict[TopicPartition, int] = {}
+        # Offsets: the next record to read per partition, what was last committed, and
+        # for each unfinished transfer the first offset at which this run met it on each
+        # partition. A commit never passes a transfer's first record (the "safe offset"):
+        # whoever reads the partition next, another member of the group after a
+        # rebalance or a crash, meets the whole transfer again.
+        self._consumed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._whole_topic: bool | None = None  # known once a spread transfer is met
         self._stop = False
         self._assigned_at: float | None = None
         self._expiry = settings.partial_file_expiry_ms / 1000
@@ -205,7 +215,7 @@ class Downloader:
             if record is not None:
                 if not self._with_space(consumer, functools.partial(self._handle, record)):
                     break  # stopped while waiting for disk space; not committed
-                self._pending[(record.topic, record.partition)] = record.offset + 1
+                self._consumed[(record.topic, record.partition)] = record.offset + 1
                 # Idle means no record: time spent storing one (or paused on a full disk
                 # for it) is not, so the clock starts when it is done.
                 now = last_message = time.monotonic()
@@ -364,13 +374,24 @@ class Downloader:
         if self.staging.ledger_size() > LEDGER_COMPACT_BYTES:
             # Every staged range is durable and recorded right now: safe to rewrite.
             self.staging.rewrite_ledger(self._compact_lines())
-        if self._pending:
+        offsets = self._safe_offsets()
+        if offsets:
             try:
-                consumer.commit(self._pending)
+                consumer.commit(offsets)
             except CommitFailed as exc:
                 log.warning("offset commit failed (records will be replayed): %s", exc)
             else:
-                self._pending.clear()
+                self._committed.update(offsets)
+
+    def _safe_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition: the next record to read, held back to the first record of any
+        transfer not yet delivered; only the partitions whose offset changed."""
+        safe = dict(self._consumed)
+        for firsts in self._first_offsets.values():
+            for where, first in firsts.items():
+                if where in safe and first < safe[where]:
+                    safe[where] = first
+        return {where: at for where, at in safe.items() if self._committed.get(where) != at}
 
     def _compact_lines(self) -> list[str]:
         state = ledger.LedgerState(staged=self.transfers, done=self.done)
@@ -402,15 +423,44 @@ class Downloader:
     def _on_assign(self, parts: list[TopicPartition]) -> None:
         log.info("assigned %d partition(s) of %s", len(parts), self.settings.topic)
         self._assigned_at = time.monotonic()
+        self._assigned.update(parts)
+        self._whole_topic = None
 
     def _on_revoke(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
-        def revoke(_parts: list[TopicPartition]) -> None:
+        def revoke(parts: list[TopicPartition]) -> None:
             try:
                 self._checkpoint(consumer)
             except DiskFull as full:
                 log.warning("checkpoint at revocation postponed, output.dir is full (%s)", full)
+            # Whoever reads these partitions next starts at their safe offsets; should
+            # they come back here, this downloader does the same (its staged bytes make
+            # the replayed chunks duplicates, not rewrites).
+            gone = set(parts)
+            self._assigned -= gone
+            self._whole_topic = None
+            for where in gone:
+                self._consumed.pop(where, None)
+                self._committed.pop(where, None)
+            for firsts in self._first_offsets.values():
+                for where in gone & firsts.keys():
+                    del firsts[where]
 
         return revoke
+
+    def _check_spread(self) -> None:
+        """A transfer spread over partitions can only be rebuilt by a downloader that
+        reads every partition: refuse to run as one member of a larger group."""
+        if self._whole_topic is None:
+            topic = self.settings.topic
+            count = self.transport.admin().partition_count(topic)
+            self._whole_topic = {(topic, p) for p in range(count)} <= self._assigned
+        if not self._whole_topic:
+            raise ConfigError(
+                f"topic {self.settings.topic!r} carries files spread over its partitions "
+                "(uploader partitioning=chunk), which a downloader that shares its group.id "
+                "with others cannot rebuild: give each downloader its own group.id, or "
+                "upload with partitioning=file"
+            )
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGTERM and SIGINT finish cleanly; returns the handlers they replaced."""
@@ -427,7 +477,7 @@ class Downloader:
         """Apply one record. Raises only DiskFull: anything else one record causes is
         logged and confined to its transfer."""
         try:
-            record = decode(rec.headers, rec.value)
+            message = decode(rec.headers, rec.value)
         except NotStreamsend:
             self.stats.skipped_foreign += 1
             log.warning("skipping %s: not a Streamsend record", rec.where)
@@ -440,14 +490,24 @@ class Downloader:
             self.stats.skipped_invalid += 1
             log.warning("skipping %s: %s", rec.where, exc)
             return
+        # A pack is handled as the records that would carry each of its files alone.
+        for record in message.records() if isinstance(message, Pack) else [message]:
+            self._handle_record(record, rec)
+
+    def _handle_record(self, record: Record, rec: Received) -> None:
         if record.transfer in self.done:
             self.stats.duplicates += 1
             return
         if record.transfer in self._ignored:
             return  # already reported once
+        if not isinstance(record, Abort) and record.spread:
+            self._check_spread()
         try:
             parts = self._checked_path(record)
             self._apply(record, parts)
+            if record.transfer in self.transfers:
+                firsts = self._first_offsets.setdefault(record.transfer, {})
+                firsts.setdefault((rec.topic, rec.partition), rec.offset)
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
             self._ignore(record.transfer)
@@ -559,6 +619,7 @@ class Downloader:
         usage[1] += t.received.total()
 
     def _untrack(self, t: Transfer) -> None:
+        self._first_offsets.pop(t.transfer, None)
         if self.transfers.pop(t.transfer, None) is None:
             return
         usage = self._usage[t.uploader]
