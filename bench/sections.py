@@ -1,0 +1,349 @@
+"""The figures of the suite, one function per section. Every streamsend side runs as
+its own process through the real CLI; every delivered file is compared byte for byte
+(SHA-256) with what was sent, and any failure fails the section."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import (
+    Child,
+    SourceFile,
+    human_size,
+    percentile,
+    sha256_of,
+    unique,
+    verify,
+    wait_delivered,
+    write_random,
+    write_sized_files,
+    write_small_files,
+    write_text,
+)
+from bench.context import (
+    CODECS,
+    CONNECTED,
+    IDLE_EXIT_MS,
+    UPLOADER,
+    Bench,
+    fail_unless,
+    mbps,
+    mib,
+    ratio,
+)
+from bench.report import Section
+
+SectionFn = Callable[[Bench, Section], None]
+
+
+def large(b: Bench, s: Section) -> None:
+    """Figures 1 and 2: the raw client limit, and one large file up and down."""
+    size, partitions = b.sizes.large, 1
+    d = b.enter(s.name)
+    src = write_random(d / "in" / "large.bin", size, random.Random(1))
+    topic = unique("large")
+    up = b.upload_once("upload", topic, d / "in", size, extra=["--topic.partitions", "1"])
+    # The raw consumer reads the topic the uploader filled: the same bytes, messages and
+    # partitions the downloader will read.
+    bounded = b.raw_consume("raw-consumer-bounded", topic, bounded=True, nbytes=size)
+    free = b.raw_consume("raw-consumer-defaults", topic, bounded=False, nbytes=size)
+    chunk = int(bounded.result["largest_value"])
+    messages = int(bounded.result["messages"])
+    fail_unless(messages >= -(-size // chunk), f"{messages} records on {topic} for {size} bytes")
+    raw_topic = unique("raw")
+    b.kafka.create_topic(raw_topic, partitions)
+    limit = b.kafka.message_limit()
+    producer = b.raw_produce("raw-producer", raw_topic, d / "in" / "large.bin", chunk, limit)
+    fail_unless(producer.result["bytes"] == size, "the raw producer did not send the whole file")
+    down = b.download_all("download", topic, d / "out", [src])
+
+    s.setup.update(file=human_size(size), partitions=partitions, chunk_bytes=chunk,
+                   records=messages, broker_message_max_bytes=limit,
+                   compression=b.features.default_codec or "none (no option)",
+                   verified=f"sha256 {src.sha256[:16]}")  # fmt: skip
+    up_mbps = mbps(size, up.exit.seconds)
+    raw_up = mbps(size, producer.exit.seconds)
+    down_mbps = mbps(size, down.delivered_s)
+    raw_down = mbps(size, bounded.at("last_message"))
+    connect = up.connect_s or 0.0
+    s.row("upload --once, start to exit", ratio(up_mbps, raw_up), "raw producer, start to exit",
+          MBps=up_mbps, seconds=round(up.exit.seconds, 2),
+          MBps_after_connect=mbps(size, up.exit.seconds - connect),
+          connect_s=up.connect_s, peak_RSS_MiB=mib(up.exit.peak_rss),
+          note="connect: start until topics exist and state is read")  # fmt: skip
+    s.row("raw producer, start to exit", MBps=raw_up, seconds=round(producer.exit.seconds, 2),
+          MBps_after_connect=mbps(size, producer.between("first_produce", "flushed")),
+          connect_s=producer.at("first_produce"), peak_RSS_MiB=mib(producer.exit.peak_rss),
+          note="acks=all, idempotence, linger 5 ms, uploader's batch/queue sizes")  # fmt: skip
+    s.row("download, start to file delivered", ratio(down_mbps, raw_down),
+          "raw consumer (same bounds), start to last record",
+          MBps=down_mbps, seconds=round(down.delivered_s, 2),
+          MBps_after_connect=mbps(size, down.delivered_s - (down.assigned_s or 0)),
+          connect_s=down.assigned_s, peak_RSS_MiB=mib(down.exit.peak_rss),
+          note="connect: start until partitions assigned; idle exit not counted")  # fmt: skip
+    for name, run, what in (
+        ("raw consumer, downloader's prefetch bounds", bounded, "reads and counts, no disk"),
+        ("raw consumer, librdkafka defaults", free, "unbounded prefetch, for reference"),
+    ):
+        s.row(name, MBps=mbps(size, run.at("last_message")),
+              seconds=round(run.at("last_message") or 0, 2),
+              MBps_after_connect=mbps(size, run.between("assigned", "last_message")),
+              connect_s=run.at("assigned"), peak_RSS_MiB=mib(run.exit.peak_rss),
+              note=what)  # fmt: skip
+
+
+def small(b: Bench, s: Section) -> None:
+    """Figure 3: many small files end to end with the downloader already running."""
+    n = b.sizes.small_files
+    d = b.enter(s.name)
+    files = write_small_files(d / "in", n, random.Random(3))
+    nbytes = sum(f.size for f in files)
+    topic = unique("small")
+    b.kafka.create_topic(topic, 1)
+    out = d / "out"
+    down = b.downloader("download", topic, out, idle_exit=False)
+    b.warm_up(topic, down, out)
+    up = b.uploader("upload", topic, d / "in", once=True)
+    at = wait_delivered(
+        [[out / UPLOADER / f.relative] for f in files], [down, up], b.timeout(nbytes, n)
+    )
+    up_exit = up.finish(b.timeout(nbytes, n))
+    connect = up.mark(CONNECTED)
+    down_exit = down.expect(down.stop())
+    verify(files, [out / UPLOADER])
+    e2e = at - up.started
+    s.setup.update(files=n, bytes=nbytes, sizes="1-16 KiB random", dirs="2-3 levels",
+                   partitions=1, file_minimum_age_ms=0)  # fmt: skip
+    s.row("uploader start to last file delivered", files_per_s=round(n / e2e, 1),
+          MBps=mbps(nbytes, e2e), seconds=round(e2e, 2),
+          upload_RSS_MiB=mib(up_exit.peak_rss), download_RSS_MiB=mib(down_exit.peak_rss),
+          note="downloader running and caught up before the uploader starts")  # fmt: skip
+    s.row("upload --once alone, start to exit", files_per_s=round(n / up_exit.seconds, 1),
+          MBps=mbps(nbytes, up_exit.seconds), seconds=round(up_exit.seconds, 2),
+          connect_s=connect)  # fmt: skip
+
+
+def latency(b: Bench, s: Section) -> None:
+    """Figure 4: one small file from its rename into input.dir to its final path."""
+    n = b.sizes.latency_files
+    d = b.enter(s.name)
+    source, staging, out = d / "in", d / "staging", d / "out"
+    (source / "lat").mkdir(parents=True)
+    staging.mkdir()
+    topic = unique("latency")
+    b.kafka.create_topic(topic, 1)
+    down = b.downloader("download", topic, out, idle_exit=False)
+    up = b.uploader("upload", topic, source, once=False)
+    services = [down, up]
+    (staging / "warm-up.txt").write_text("warm-up\n")
+    os.rename(staging / "warm-up.txt", source / "warm-up.txt")
+    wait_delivered([[out / UPLOADER / "warm-up.txt"]], services, 120)
+    rng = random.Random(4)
+    files: list[SourceFile] = []
+    seconds: list[float] = []
+    for i in range(n):
+        data = rng.randbytes(rng.randint(1024, 16 * 1024))
+        relative = f"lat/file-{i:04d}.bin"
+        (staging / "next").write_bytes(data)
+        started = time.monotonic()
+        os.rename(staging / "next", source / relative)
+        arrived = wait_delivered([[out / UPLOADER / relative]], services, 60, interval=0.001)
+        seconds.append(arrived - started)
+        files.append(SourceFile(relative, len(data), sha256_of(source / relative)))
+        time.sleep(rng.uniform(0.05, 0.15))
+    verify(files, [out / UPLOADER])
+    up.expect(up.stop())
+    down.expect(down.stop())
+    ms = [x * 1000 for x in seconds]
+    s.setup.update(files=n, sizes="1-16 KiB", gap_ms="50-150 random", file_minimum_age_ms=0,
+                   scan_interval_ms="default")  # fmt: skip
+    s.row("rename into input.dir to final path", median_ms=round(percentile(ms, 50), 1),
+          p99_ms=round(percentile(ms, 99), 1), min_ms=round(min(ms), 1),
+          max_ms=round(max(ms), 1), mean_ms=round(sum(ms) / n, 1),
+          note="both sides running as services")  # fmt: skip
+
+
+def rss(b: Bench, s: Section) -> None:
+    """Figure 5: peak RSS of each side for two file sizes (constant memory)."""
+    d = b.enter(s.name)
+    for size in b.sizes.rss:
+        tag = human_size(size).replace(" ", "")
+        sub = d / tag
+        src = write_random(sub / "in" / "file.bin", size, random.Random(5))
+        topic = unique(f"rss-{tag.lower()}")
+        up = b.upload_once(f"upload-{tag}", topic, sub / "in", size)
+        down = b.download_all(f"download-{tag}", topic, sub / "out", [src])
+        s.row(f"{human_size(size)} file", upload_RSS_MiB=mib(up.exit.peak_rss),
+              download_RSS_MiB=mib(down.exit.peak_rss), upload_MBps=mbps(size, up.exit.seconds),
+              download_MBps=mbps(size, down.delivered_s))  # fmt: skip
+        shutil.rmtree(sub)
+        b.kafka.delete_all()
+    s.notes.append("peak RSS: ru_maxrss of each side's process from os.wait4")
+
+
+def partitions(b: Bench, s: Section) -> None:
+    """Figure 6: one large file on 1 and 4 partitions (and chunk partitioning)."""
+    size = b.sizes.partitions
+    d = b.enter(s.name)
+    src = write_random(d / "in" / "file.bin", size, random.Random(6))
+    variants: list[tuple[int, str | None]] = [(1, None), (4, None)]
+    if b.features.partitioning:
+        variants += [(4, "chunk")]
+    else:
+        s.notes.append("`streamsend upload --help` lists no --partitioning: chunk row skipped")
+    s.setup.update(file=human_size(size))
+    base: dict[str, float | None] = {}
+    for count, mode in variants:
+        label = f"{count} partition{'s' * (count > 1)}, partitioning {mode or 'default'}"
+        tag = f"p{count}-{mode or 'default'}"
+        topic = unique(tag)
+        extra = ["--topic.partitions", str(count), *(["--partitioning", mode] if mode else [])]
+        up = b.upload_once(f"upload-{tag}", topic, d / "in", size, extra=extra)
+        spread = "/".join(map(str, b.kafka.records_per_partition(topic)))
+        down = b.download_all(f"download-{tag}", topic, d / f"out-{tag}", [src])
+        for side, value in (
+            ("upload", mbps(size, up.exit.seconds)),
+            ("download", mbps(size, down.delivered_s)),
+        ):
+            first = side not in base
+            base.setdefault(side, value)
+            s.row(f"{side}, {label}", None if first else ratio(value, base[side]),
+                  "" if first else f"{side}, 1 partition",
+                  MBps=value, note=f"records per partition {spread}")  # fmt: skip
+        shutil.rmtree(d / f"out-{tag}")
+        b.kafka.delete_all()
+
+
+def group(b: Bench, s: Section) -> None:
+    """Figure 7: a downloader group of 2 against 1 downloader, on 4 partitions."""
+    n, size = b.sizes.group_files, b.sizes.group_file_size
+    d = b.enter(s.name)
+    files = write_sized_files(d / "in", n, size, random.Random(7))
+    nbytes = n * size
+    topic = unique("group")
+    b.upload_once("upload", topic, d / "in", nbytes, n, extra=["--topic.partitions", "4"])
+    spread = "/".join(map(str, b.kafka.records_per_partition(topic)))
+    one = b.download_all("download-1", topic, d / "out-1", files)
+    shutil.rmtree(d / "out-1")
+    group_id = unique("group-id")
+    outs = [d / "out-2a", d / "out-2b"]
+    pair = [
+        b.downloader(f"download-2{x}", topic, out, idle_exit=True, extra=["--group.id", group_id])
+        for x, out in zip("ab", outs, strict=True)
+    ]
+    started = min(c.started for c in pair)
+    at = wait_delivered(
+        [[out / UPLOADER / f.relative for out in outs] for f in files],
+        pair,
+        b.timeout(nbytes, n),
+    )
+    exits = [c.finish(IDLE_EXIT_MS / 1000 + 120) for c in pair]
+    held = verify(files, [out / UPLOADER for out in outs])  # exactly one place each
+    two = at - started
+    s.setup.update(files=n, file=human_size(size), partitions=4, records_per_partition=spread)
+    s.row("1 downloader", files_per_s=round(n / one.delivered_s, 1),
+          MBps=mbps(nbytes, one.delivered_s), seconds=round(one.delivered_s, 2),
+          peak_RSS_MiB=mib(one.exit.peak_rss))  # fmt: skip
+    split = "/".join(str(held[out / UPLOADER]) for out in outs)
+    s.row("2 downloaders, one group.id", ratio(n / two, n / one.delivered_s), "1 downloader",
+          files_per_s=round(n / two, 1), MBps=mbps(nbytes, two), seconds=round(two, 2),
+          peak_RSS_MiB=mib(max(e.peak_rss for e in exits)),
+          note=f"files per downloader {split}, each file in exactly one")  # fmt: skip
+
+
+def funnel(b: Bench, s: Section) -> None:
+    """Figure 8: many simulated uploaders (protocol code, one process) into one downloader."""
+    n, uploaders = b.sizes.funnel_files, b.sizes.funnel_uploaders
+    d = b.enter(s.name)
+    topic = unique("funnel")
+    b.kafka.create_topic(topic, 1)
+    expected = d / "expected.json"
+    cmd = [sys.executable, "-m", "bench.funnel", "--bootstrap", b.kafka.bootstrap,
+           "--topic", topic, "--files", str(n), "--uploaders", str(uploaders),
+           "--expected", str(expected)]  # fmt: skip
+    produced = Child("funnel-producer", cmd, b.log("funnel-producer")).finish(b.timeout(0, n))
+    files = [SourceFile(rel, size, sha) for rel, size, sha in json.loads(expected.read_text())]
+    fail_unless(len(files) == n, f"the funnel producer wrote {len(files)} of {n} files")
+    nbytes = sum(f.size for f in files)
+    down = b.download_all("download", topic, d / "out", files, uploader="")
+    after = down.delivered_s - (down.assigned_s or 0)
+    s.setup.update(files=n, uploaders=uploaders, bytes=nbytes, partitions=1,
+                   producer_s=round(produced.seconds, 1))  # fmt: skip
+    s.row(f"1 downloader, {uploaders:,} uploaders", files_per_s=round(n / down.delivered_s, 1),
+          files_per_s_after_assignment=round(n / after, 1), MBps=mbps(nbytes, down.delivered_s),
+          seconds=round(down.delivered_s, 2), peak_RSS_MiB=mib(down.exit.peak_rss),
+          note="topic filled first; interleaved transfers, 4 KiB chunks")  # fmt: skip
+
+
+def compression(b: Bench, s: Section) -> None:
+    """Per-chunk codecs, when the uploader has them: speed and bytes on the topic."""
+    if not b.features.codecs:
+        s.status = "skipped"
+        s.notes.append("`streamsend upload --help` lists no --compression.type")
+        return
+    codecs = [c for c in CODECS if c in b.features.codecs]
+    if missing := [c for c in CODECS if c not in b.features.codecs]:
+        s.notes.append(f"codecs not offered by --compression.type: {', '.join(missing)}")
+    d = b.enter(s.name)
+    rng = random.Random(8)
+    workloads: list[tuple[str, str, Path, list[SourceFile]]] = []
+    for kind in ("text", "random"):
+        big = d / kind / "large"
+        one = (
+            write_text(big / "large.bin", b.sizes.codec_large, rng, d / "text-block")
+            if kind == "text"
+            else write_random(big / "large.bin", b.sizes.codec_large, rng)
+        )
+        workloads.append(("large", kind, big, [one]))
+        many = d / kind / "small"
+        count = b.sizes.codec_small_files
+        workloads.append(
+            ("small", kind, many, write_small_files(many, count, rng, text=kind == "text"))
+        )
+    s.setup.update(large=human_size(b.sizes.codec_large), small_files=b.sizes.codec_small_files,
+                   text="log-like lines", random="incompressible")  # fmt: skip
+    for workload, kind, source, files in workloads:
+        nbytes = sum(f.size for f in files)
+        for codec in codecs:
+            tag = f"{workload}-{kind}-{codec}"
+            topic = unique(tag)
+            up = b.upload_once(f"upload-{tag}", topic, source, nbytes, len(files),
+                               extra=["--compression.type", codec])  # fmt: skip
+            counted = b.raw_consume(f"count-{tag}", topic, bounded=False, nbytes=nbytes)
+            on_topic = int(counted.result["value_bytes"]) + int(
+                counted.result["key_and_header_bytes"]
+            )
+            log_bytes = b.kafka.log_bytes(topic)
+            down = b.download_all(
+                f"download-{tag}", topic, d / f"out-{tag}", files, idle_exit=False
+            )
+            per_s = round(len(files) / down.delivered_s, 1) if len(files) > 1 else None
+            s.row(f"{workload} {kind}, {codec}", round(on_topic / nbytes, 3),
+                  "file bytes (record bytes on topic)", headline=False,
+                  upload_MBps=mbps(nbytes, up.exit.seconds),
+                  download_MBps=mbps(nbytes, down.delivered_s), files_per_s=per_s,
+                  record_MiB=mib(on_topic),
+                  log_MiB=mib(log_bytes) if log_bytes is not None else None)  # fmt: skip
+            shutil.rmtree(d / f"out-{tag}")
+            b.kafka.delete_all()
+    s.notes.append("record bytes: keys + values + headers as a consumer sees them; log: the "
+                   "broker's segment files (local broker only)")  # fmt: skip
+
+
+SECTIONS: dict[str, tuple[SectionFn, str]] = {
+    "large": (large, "raw client limit, and one large file up and down"),
+    "small": (small, "small files end to end, downloader running"),
+    "latency": (latency, "latency of one small file, both sides running"),
+    "rss": (rss, "peak RSS per side"),
+    "partitions": (partitions, "1 vs 4 partitions, one large file"),
+    "group": (group, "downloader group of 2 vs 1"),
+    "funnel": (funnel, "funnel of simulated uploaders into one downloader"),
+    "compression": (compression, "per-chunk compression codecs"),
+}
