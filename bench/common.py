@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
@@ -169,6 +169,11 @@ class Child:
         if self.exit is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.wait(timeout)
+
+    def pause(self, resume: bool = False) -> None:
+        """SIGSTOP (or SIGCONT) the process and its launcher."""
+        if self.exit is None:
+            os.killpg(self.proc.pid, signal.SIGCONT if resume else signal.SIGSTOP)
 
     def kill(self) -> None:
         if self.exit is None:
@@ -420,6 +425,21 @@ class Kafka:
             return counts
         finally:
             consumer.close()
+
+    def group_ready(self, group_id: str, members: int, partitions: int) -> bool:
+        """The group is stable with ``members`` members that share ``partitions``, each
+        holding at least one."""
+        try:
+            found = self.admin.describe_consumer_groups([group_id])[group_id].result(10)
+        except KafkaException:
+            return False
+        held = [len(m.assignment.topic_partitions) for m in found.members]
+        return (
+            found.state == ConsumerGroupState.STABLE
+            and len(held) == members
+            and all(held)
+            and sum(held) == partitions
+        )
 
     def message_limit(self) -> int:
         """The broker's message.max.bytes."""

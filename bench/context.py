@@ -54,10 +54,10 @@ class Sizes:
     def choose(cls, quick: bool, large: int | None) -> Sizes:
         if quick:
             big = large or 128 * MiB
-            return cls(big, 1000, 30, (64 * MiB, 256 * MiB), min(big, GiB), 100, MiB, 2000, 200,
+            return cls(big, 1000, 30, (64 * MiB, 256 * MiB), min(big, GiB), 200, MiB, 2000, 200,
                        32 * MiB, 200)  # fmt: skip
         big = large or GiB
-        return cls(big, 5000, 100, (256 * MiB, 2 * GiB), min(big, GiB), 200, MiB, 20_000, 1000,
+        return cls(big, 5000, 100, (256 * MiB, 2 * GiB), min(big, GiB), 400, MiB, 20_000, 1000,
                    256 * MiB, 1000)  # fmt: skip
 
 

@@ -29,6 +29,7 @@ class Row:
     values: dict[str, Value] = field(default_factory=dict)
     note: str = ""
     headline: bool = True  # listed in the run's ratio summary
+    runs: dict[str, list[float]] = field(default_factory=dict)  # every run's values
 
 
 @dataclass

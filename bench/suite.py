@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these sections")
     parser.add_argument("--large", metavar="SIZE", help="large file size, e.g. 4G (default 1G)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each section N times, report medians",
+    )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files and logs")
     parser.add_argument("--kafka-dir", type=Path, help="local Kafka directory (streamsend kafka)")
@@ -80,27 +88,57 @@ def broker(kafka_dir: Path | None) -> tuple[str, dict[str, Any], list[Path]]:
     return bootstrap, {"bootstrap": bootstrap, "kind": "external"}, []
 
 
-def run_section(bench: Bench, name: str) -> Section:
+def run_section(bench: Bench, name: str, repeat: int) -> Section:
+    """Run a section ``repeat`` times; with more than one run every figure (ratios too,
+    each from its own run's pair) is the median, and the JSON keeps every run's values."""
     fn, title = SECTIONS[name]
-    section = Section(name, title)
     say(f"[{name}] {title} ...")
     started = time.monotonic()
-    try:
-        fn(bench, section)
-        if section.status == "not run":
-            section.status = "ok"
-    except BenchFailure as exc:
-        section.status, section.error = "failed", str(exc)
-    except Exception as exc:
-        section.status = "failed"
-        section.error = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-    finally:
-        Child.kill_all()
-        bench.kafka.delete_all()
-    section.seconds = round(time.monotonic() - started, 1)
-    say(f"[{name}] {section.status} in {section.seconds:.0f} s {section.error}")
-    return section
+    runs: list[Section] = []
+    for attempt in range(repeat):
+        section = Section(name, title)
+        runs.append(section)
+        try:
+            fn(bench, section)
+            if section.status == "not run":
+                section.status = "ok"
+        except BenchFailure as exc:
+            section.status, section.error = "failed", str(exc)
+        except Exception as exc:
+            section.status = "failed"
+            section.error = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        finally:
+            Child.kill_all()
+            bench.kafka.delete_all()
+        if section.status != "ok":
+            break
+        if repeat > 1:
+            say(f"[{name}] run {attempt + 1} of {repeat} done")
+    result = runs[-1] if runs[-1].status != "ok" else merge(runs)
+    result.seconds = round(time.monotonic() - started, 1)
+    say(f"[{name}] {result.status} in {result.seconds:.0f} s {result.error}")
+    return result
+
+
+def merge(runs: list[Section]) -> Section:
+    if len(runs) == 1:
+        return runs[0]
+    merged = runs[-1]
+    merged.setup["runs"] = len(runs)
+    merged.notes.append(f"every figure is the median of {len(runs)} runs")
+    for i, row in enumerate(merged.rows):
+        same = [run.rows[i] for run in runs if len(run.rows) > i]
+        ratios = [r.ratio for r in same if r.ratio is not None]
+        row.ratio = round(statistics.median(ratios), 2) if ratios else row.ratio
+        for key, value in row.values.items():
+            numbers = [v for r in same if isinstance(v := r.values.get(key), int | float)]
+            if isinstance(value, int | float) and len(numbers) == len(same):
+                row.values[key] = round(statistics.median(numbers), 2)
+                row.runs[key] = numbers
+        if ratios:
+            row.runs["ratio"] = ratios
+    return merged
 
 
 def launch_floor(work: Path) -> Exit:
@@ -128,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "machine": machine(),
         "broker": broker_info,
-        "mode": "quick" if args.quick else "full",
+        "mode": ("quick" if args.quick else "full") + (f", {args.repeat} runs" * (args.repeat > 1)),
         "sections_run": args.names,
         "sizes": sizes.__dict__,
         "features": {
@@ -140,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     try:
         for name in args.names:
-            sections.append(run_section(bench, name))
+            sections.append(run_section(bench, name, max(1, args.repeat)))
             if not args.keep and sections[-1].status != "failed":
                 shutil.rmtree(work / name, ignore_errors=True)
     except KeyboardInterrupt:
