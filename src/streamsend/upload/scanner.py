@@ -1,11 +1,12 @@
-"""The uploader's filesystem adapter: walk input.dir and report candidate files."""
+"""The uploader's filesystem adapter: walk input.dir, or look up given paths below it, and
+report candidate files."""
 
 from __future__ import annotations
 
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +87,72 @@ class Walk:
     def complete(self) -> bool:
         """False when input.dir itself could not be listed."""
         return "" not in self.unlistable
+
+
+class Lookup:
+    """The given paths below ``root``, examined as a walk would see them, without walking:
+    a regular file reached through directories that are neither hidden nor symlinks is a
+    candidate. A path the walk would not report (absent, not a regular file, below a
+    symlink or a hidden directory) is in ``missing``; one that cannot be examined is
+    logged and in ``unlistable``, and says nothing either way."""
+
+    def __init__(self, root: Path, relatives: Iterable[str]) -> None:
+        self.root = root
+        self.relatives = relatives
+        self.missing: list[str] = []
+        self.unlistable: list[str] = []
+        # Directories already examined in this lookup: relative -> a real directory.
+        self._dirs: dict[str, bool | None] = {"": True}
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for relative in self.relatives:
+            parent = relative.rpartition("/")[0]
+            real = self._directory(parent)
+            if real is None:
+                self.unlistable.append(relative)
+                continue
+            if not real or relative.rpartition("/")[2].startswith("."):
+                self.missing.append(relative)
+                continue
+            path = self.root / relative
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                self.missing.append(relative)
+                continue
+            except OSError as exc:
+                log.warning("cannot examine %r: %s", relative, exc.strerror)
+                self.unlistable.append(relative)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self.missing.append(relative)
+                continue
+            yield Candidate(
+                relative,
+                path,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+                st.st_mode,
+                st.st_ctime_ns,
+            )
+
+    def _directory(self, relative: str) -> bool | None:
+        """Whether the walk would enter ``relative``: True, False, or None when it cannot
+        be examined. Each component is checked, once per lookup, so a path through a
+        symlinked directory is never taken for a file below input.dir."""
+        if relative in self._dirs:
+            return self._dirs[relative]
+        parent, _, name = relative.rpartition("/")
+        real = self._directory(parent)
+        if real and name.startswith("."):
+            real = False
+        elif real:
+            try:
+                real = stat.S_ISDIR(os.lstat(self.root / relative).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                real = False
+            except OSError:
+                real = None
+        self._dirs[relative] = real
+        return real
