@@ -213,9 +213,23 @@ class UploaderSettings(CommonSettings):
     scan_interval_ms: int = setting(
         "scan.interval.ms",
         1000,
-        "How often input.dir is scanned for new or modified files.",
+        "How often input.dir is scanned in full for new or modified files when it cannot be "
+        "watched (inotify is Linux-only, and limited by fs.inotify.max_user_watches); also "
+        "the shortest time between two full scans when the watch loses events. While "
+        "input.dir is watched, files are picked up as they arrive and "
+        "full.scan.interval.ms applies instead.",
         minimum=10,
         maximum=3_600_000,
+    )
+    full_scan_interval_ms: int = setting(
+        "full.scan.interval.ms",
+        60_000,
+        "While input.dir is watched with inotify, how often it is still scanned in full, as "
+        "a safety net for changes inotify does not report (files changed by another host "
+        "on a network filesystem). New and changed files do not wait for it; recorded files "
+        "that left with a whole directory are forgotten by it.",
+        minimum=10,
+        maximum=86_400_000,
     )
 
 
