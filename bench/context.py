@@ -252,6 +252,10 @@ def mib(nbytes: int) -> float:
     return round(nbytes / MiB, 1)
 
 
+def secs(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 

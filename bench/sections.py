@@ -37,6 +37,7 @@ from bench.context import (
     mbps,
     mib,
     ratio,
+    secs,
 )
 from bench.report import Section
 
@@ -76,17 +77,17 @@ def large(b: Bench, s: Section) -> None:
     s.row("upload --once, start to exit", ratio(up_mbps, raw_up), "raw producer, start to exit",
           MBps=up_mbps, seconds=round(up.exit.seconds, 2),
           MBps_after_connect=mbps(size, up.exit.seconds - connect),
-          connect_s=up.connect_s, peak_RSS_MiB=mib(up.exit.peak_rss),
+          connect_s=secs(up.connect_s), peak_RSS_MiB=mib(up.exit.peak_rss),
           note="connect: start until topics exist and state is read")  # fmt: skip
     s.row("raw producer, start to exit", MBps=raw_up, seconds=round(producer.exit.seconds, 2),
           MBps_after_connect=mbps(size, producer.between("first_produce", "flushed")),
-          connect_s=producer.at("first_produce"), peak_RSS_MiB=mib(producer.exit.peak_rss),
+          connect_s=secs(producer.at("first_produce")), peak_RSS_MiB=mib(producer.exit.peak_rss),
           note="acks=all, idempotence, linger 5 ms, uploader's batch/queue sizes")  # fmt: skip
     s.row("download, start to file delivered", ratio(down_mbps, raw_down),
           "raw consumer (same bounds), start to last record",
           MBps=down_mbps, seconds=round(down.delivered_s, 2),
           MBps_after_connect=mbps(size, down.delivered_s - (down.assigned_s or 0)),
-          connect_s=down.assigned_s, peak_RSS_MiB=mib(down.exit.peak_rss),
+          connect_s=secs(down.assigned_s), peak_RSS_MiB=mib(down.exit.peak_rss),
           note="connect: start until partitions assigned; idle exit not counted")  # fmt: skip
     for name, run, what in (
         ("raw consumer, downloader's prefetch bounds", bounded, "reads and counts, no disk"),
@@ -95,7 +96,7 @@ def large(b: Bench, s: Section) -> None:
         s.row(name, MBps=mbps(size, run.at("last_message")),
               seconds=round(run.at("last_message") or 0, 2),
               MBps_after_connect=mbps(size, run.between("assigned", "last_message")),
-              connect_s=run.at("assigned"), peak_RSS_MiB=mib(run.exit.peak_rss),
+              connect_s=secs(run.at("assigned")), peak_RSS_MiB=mib(run.exit.peak_rss),
               note=what)  # fmt: skip
 
 
@@ -127,7 +128,7 @@ def small(b: Bench, s: Section) -> None:
           note="downloader running and caught up before the uploader starts")  # fmt: skip
     s.row("upload --once alone, start to exit", files_per_s=round(n / up_exit.seconds, 1),
           MBps=mbps(nbytes, up_exit.seconds), seconds=round(up_exit.seconds, 2),
-          connect_s=connect)  # fmt: skip
+          connect_s=secs(connect))  # fmt: skip
 
 
 def latency(b: Bench, s: Section) -> None:

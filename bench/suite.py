@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown := [n for n in names if n not in SECTIONS]:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     args.names = names
+    args.repeat = max(1, args.repeat if args.repeat is not None else 1 if args.quick else 3)
     try:
         args.large_bytes = parse_size(args.large) if args.large else None
     except ValueError:
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "broker": broker_info,
         "mode": ("quick" if args.quick else "full") + (f", {args.repeat} runs" * (args.repeat > 1)),
         "sections_run": args.names,
+        # Settings the children inherit from the environment change what is measured.
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("STREAMSEND_")},
         "sizes": sizes.__dict__,
         "features": {
             "partitioning": bench.features.partitioning,
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     try:
         for name in args.names:
-            sections.append(run_section(bench, name, max(1, args.repeat)))
+            sections.append(run_section(bench, name, args.repeat))
             if not args.keep and sections[-1].status != "failed":
                 shutil.rmtree(work / name, ignore_errors=True)
     except KeyboardInterrupt:

@@ -112,12 +112,11 @@ def test_a_refused_name_is_reported_and_never_touched(
 def test_a_refused_name_is_logged_once_per_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A service scans every second: the same refusal must not be logged every second."""
+    """A service scans again and again: the same refusal must not be logged every time."""
     source = tmp_path / "in"
     write(source / "back\\slash.txt", payload(10))
-    uploader = Uploader(
-        uploader_settings(source), once=False, transport=MemoryTransport(MemoryBroker())
-    )
+    settings = uploader_settings(source, **{"full.scan.interval.ms": "10"})
+    uploader = Uploader(settings, once=False, transport=MemoryTransport(MemoryBroker()))
     scan = uploader._scan_and_send
     scans = 0
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import logging
+import math
 import os
 import signal
 import stat
@@ -41,7 +43,7 @@ from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, Trans
 from streamsend.lockfile import DirectoryLock
 from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
-from streamsend.upload.planning import plan_scan
+from streamsend.upload.planning import ScanPlan, plan_changes, plan_scan
 from streamsend.upload.scanner import Candidate, Identity, Walk, identity
 from streamsend.upload.selection import FileRules, refuse_system_dir
 from streamsend.upload.state import (
@@ -55,6 +57,7 @@ from streamsend.upload.state import (
     state_partition,
     version_of,
 )
+from streamsend.upload.watcher import Watcher, WatchUnavailable
 from streamsend.wire.chunking import (
     ChunkSizing,
     automatic_chunk_size,
@@ -72,6 +75,12 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 PROGRESS_EVERY_SECONDS = 30.0
 TEST_FILE_EVERY_SECONDS = 10.0
 FAILED_RETRY_SECONDS = 10.0
+# How often files that failed since they were planned are looked for (see _sweep_retries).
+RETRY_SWEEP_SECONDS = 1.0
+# Files scheduled to be looked at again (young, or waiting for a retry), at most; beyond
+# it (a flood of young files with a long file.minimum.age.ms) they wait for a full scan,
+# so memory does not grow with the flood.
+DUE_PATHS_MAX = 100_000
 
 # A test seam: called with the name of a durable step ("after.upload", "state") just
 # before the uploader takes it, so that a test can stop the uploader exactly there by
@@ -158,6 +167,19 @@ class Uploader:
         self._stop_at = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
+        # Watching input.dir (see _loop): None while it is scanned in full every
+        # scan.interval.ms instead.
+        self._watcher: Watcher | None = None
+        self._watch_lost = False  # input.dir itself went away: watch it again when back
+        self._next_full_scan = 0.0  # monotonic, like the times below
+        self._last_full_scan = 0.0  # when the latest full scan's walk ended
+        self._changed: set[str] = set()  # local paths to look at
+        # Local paths to look at again at a given time (too young yet, or waiting to be
+        # retried): a heap of (time, path), and the earliest time of each path in it.
+        self._due: list[tuple[float, str]] = []
+        self._due_at: dict[str, float] = {}
+        self._retries_seen: dict[str, float] = {}  # _retry_after entries already in _due
+        self._next_retry_sweep = 0.0
 
     @property
     def transport(self) -> Transport:
@@ -287,36 +309,220 @@ class Uploader:
         lock.release()
 
     def _loop(self) -> None:
-        next_scan = 0.0
+        """Full scans, and between them what the watcher reports and what is due to be
+        looked at again. Without a watcher, full scans every scan.interval.ms."""
         next_test_file = time.monotonic()
-        while not self._stop:
-            now = time.monotonic()
-            if self.settings.generate_test_file_bytes and now >= next_test_file:
-                self._write_test_file()
-                next_test_file = now + TEST_FILE_EVERY_SECONDS
-            if now >= next_scan:
+        if not self.once:
+            self._watch()  # before the first full scan: nothing that lands meanwhile is missed
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                if self.settings.generate_test_file_bytes and now >= next_test_file:
+                    self._write_test_file()
+                    next_test_file = now + TEST_FILE_EVERY_SECONDS
                 try:
-                    self._scan_and_send()
+                    if now >= self._next_full_scan:
+                        if self._watch_lost:
+                            self._watch(again=True)
+                        self._scan_and_send()
+                        if self.once:
+                            break
+                    else:
+                        self._send_changes()
                 except _Stopping:
                     break
-                next_scan = time.monotonic() + self.settings.scan_interval_ms / 1000
-                if self.once:
-                    break
-            self._poll(0.1)
+                self._wait()
+        finally:
+            self._unwatch()
 
     def _scan_and_send(self) -> None:
+        """A full scan: every file of input.dir, and the recorded files that are gone."""
+        # The walk sees whatever changed before it; the watcher reports what changes after.
+        self._changed.clear()
         plan = plan_scan(
             self.input_dir,
             Walk(self.input_dir),
             self.rules,
             self.sent,
             self.inflight,
-            lambda local: self._retry_after.get(local, 0) > time.monotonic(),
+            self._waiting,
             time.time_ns(),
         )
+        self._last_full_scan = time.monotonic()
         self._report_refused(plan.refused)
         self._forget(plan.gone)
-        for cand, wire in plan.send:
+        self._look_again_when_old_enough(plan)
+        self._send_batch(plan.send)
+        interval = (
+            self.settings.full_scan_interval_ms if self._watcher else self.settings.scan_interval_ms
+        )
+        self._next_full_scan = time.monotonic() + interval / 1000
+
+    # -- between full scans: what changed --------------------------------------------
+
+    def _watch(self, again: bool = False) -> None:
+        try:
+            self._watcher = Watcher(self.input_dir, self.rules.wanted_name)
+        except WatchUnavailable as exc:
+            if again:  # input.dir is not back yet: the full scans say what they find
+                log.debug("cannot watch input.dir yet: %s", exc)
+            else:
+                log.warning(
+                    "cannot watch input.dir for changes: %s; scanning it in full every %d ms "
+                    "(scan.interval.ms) instead",
+                    exc,
+                    self.settings.scan_interval_ms,
+                )
+            return
+        self._watch_lost = False
+        log.info(
+            "%s input.dir and %d directories below it for new files; a full scan every "
+            "%d ms (full.scan.interval.ms)",
+            "watching again" if again else "watching",
+            self._watcher.watches - 1,
+            self.settings.full_scan_interval_ms,
+        )
+
+    def _unwatch(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    def _wait(self) -> None:
+        """Wait for an acknowledgement, a change in input.dir, a file due to be looked at
+        again or the next full scan, whichever comes first (at most 0.1 s)."""
+        now = time.monotonic()
+        until = min(self._next_full_scan, self._due[0][0] if self._due else math.inf)
+        timeout = max(0.0, min(0.1, until - now))
+        watcher = self._watcher
+        if watcher is None:
+            self._poll(timeout)
+            return
+        # Acknowledgements complete files (after.upload, state): while some are due, wait
+        # on the producer and only glance at the watcher; otherwise wait on the watcher.
+        busy = bool(self.inflight)
+        if busy:
+            self._poll(min(timeout, 0.01))
+        try:
+            changes = watcher.changes(0 if busy else timeout)
+        except WatchUnavailable as exc:
+            log.warning(
+                "stopped watching input.dir: %s; scanning it in full every %d ms "
+                "(scan.interval.ms) instead",
+                exc,
+                self.settings.scan_interval_ms,
+            )
+            self._unwatch()
+            self._next_full_scan = now  # what the watcher could not watch is unseen
+            return
+        if not busy:
+            self._poll(0)
+        self._changed |= changes.paths
+        if watcher.lost:
+            log.warning(
+                "input.dir was removed, moved or unmounted: scanning it in full every %d ms "
+                "(scan.interval.ms) until it can be watched again",
+                self.settings.scan_interval_ms,
+            )
+            self._unwatch()
+            self._watch_lost = True
+        if changes.rescan:
+            # Events were lost: only a full scan can tell what changed. As soon as the
+            # polling period allows, so that a flood of arrivals is not one scan after
+            # another.
+            soon = self._last_full_scan + self.settings.scan_interval_ms / 1000
+            self._next_full_scan = min(self._next_full_scan, soon)
+
+    def _send_changes(self) -> None:
+        """Plan and send only the paths that changed and the files now due."""
+        now = time.monotonic()
+        self._sweep_retries(now)
+        due = self._due
+        while due and due[0][0] <= now:
+            at, local = heapq.heappop(due)
+            if self._due_at.get(local) == at:  # else superseded by an earlier time
+                del self._due_at[local]
+                self._changed.add(local)
+        if not self._changed:
+            return
+        changed, self._changed = self._changed, set()
+        plan = plan_changes(
+            self.input_dir,
+            changed,
+            self.rules,
+            self.sent,
+            self.inflight,
+            self._waiting,
+            time.time_ns(),
+        )
+        self._report_refused_changes(plan)
+        self._forget_changes(plan.gone)
+        self._look_again_when_old_enough(plan)
+        self._send_batch(plan.send)
+
+    def _waiting(self, local: str) -> bool:
+        """Whether a file that failed recently still waits to be retried; it is looked at
+        again when it may be, not only at the next full scan."""
+        at = self._retry_after.get(local, 0)
+        if at <= time.monotonic():
+            return False
+        self._look_again(local, at)
+        return True
+
+    def _sweep_retries(self, now: float) -> None:
+        """Files that failed or were abandoned since they were planned wait in
+        _retry_after; look at them again when their time comes, as a scan every
+        second would."""
+        if now < self._next_retry_sweep:
+            return
+        self._next_retry_sweep = now + RETRY_SWEEP_SECONDS
+        seen = self._retries_seen
+        for local, at in self._retry_after.items():
+            if seen.get(local) != at:
+                seen[local] = at
+                self._look_again(local, at)
+        if len(seen) > len(self._retry_after):
+            self._retries_seen = {k: v for k, v in seen.items() if k in self._retry_after}
+
+    def _look_again_when_old_enough(self, plan: ScanPlan) -> None:
+        if not plan.young:
+            return
+        # Ages are on the wall clock (mtime), the schedule is monotonic.
+        offset = time.monotonic() - time.time_ns() / 1e9
+        for old_enough_ns, local in plan.young:
+            self._look_again(local, old_enough_ns / 1e9 + offset + 0.001)
+
+    def _look_again(self, local: str, at: float) -> None:
+        if self._due_at.get(local, math.inf) <= at:
+            return  # looked at earlier anyway, and scheduled again then if need be
+        if len(self._due_at) >= DUE_PATHS_MAX:
+            return
+        self._due_at[local] = at
+        heapq.heappush(self._due, (at, local))
+
+    def _report_refused_changes(self, plan: ScanPlan) -> None:
+        """:meth:`_report_refused` for a plan of changes, which knows only about the
+        paths it checked."""
+        for local, (version, why) in plan.refused.items():
+            if self._refused.get(local) != version:
+                log.error("cannot send %r: %s; it is left as it is", local, why)
+            self.stats.failed[local] = why
+            self._refused[local] = version
+        for local in plan.checked - plan.refused.keys():
+            if self._refused.pop(local, None) is not None:
+                self.stats.failed.pop(local, None)
+
+    def _forget_changes(self, gone: list[str]) -> None:
+        """:meth:`_forget` for a plan of changes: one by one as files leave (after.upload
+        deletes or renames every file it sends), so logged quietly."""
+        for path in gone:
+            del self.sent[path]
+            if not self.settings.dry_run:
+                self.state.forget(path)
+            log.debug("state: forgot %r, no longer in input.dir", path)
+
+    def _send_batch(self, send: list[tuple[Candidate, str]]) -> None:
+        for cand, wire in send:
             if self._stop:
                 raise _Stopping
             try:
