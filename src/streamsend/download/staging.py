@@ -17,6 +17,14 @@ so thousands of concurrent transfers never exhaust file descriptors.
 
 Every durable step calls ``faults(step)`` first: a no-op in production, the seam through
 which tests stop the downloader exactly before that step.
+
+Two things keep the write path fast without weakening any of that (see
+docs/performance-profile-notes.md): a transfer's running SHA-256 is computed on a worker
+thread (``hashing.py``) while this thread polls and writes; and a large staged file is
+written behind and dropped behind, window by window (``sync_file_range`` then
+``POSIX_FADV_DONTNEED``), so the page cache it holds, and the work left for the fsync of a
+checkpoint or delivery, stay bounded whatever the file's size. Neither is a durable step:
+durability still comes only from the fsync or syncfs of :meth:`StagingArea.sync`.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from streamsend.download import ledger
+from streamsend.download.hashing import HashWorker, LaggingHash
 from streamsend.download.reassembly import RangeSet, Transfer
 from streamsend.errors import EnvironmentProblem
 from streamsend.wire.paths import UnsafePath
@@ -51,7 +60,23 @@ _NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 # From this many files (or directories) on, one syncfs replaces their fsyncs. Below it a
 # few fsyncs are cheaper and do not flush what other processes wrote to the filesystem.
 SYNCFS_FROM = 8
-_libc_syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc_syncfs = getattr(_libc, "syncfs", None)
+# Write-behind: each time a write completes a window of a staged file, the kernel is told
+# to start writing that window to disk, and the window before it, written by now, is
+# waited for and dropped from the page cache. A multi-GiB file then holds at most two
+# windows of dirty or cached pages instead of all of itself: the fsync of a checkpoint or
+# delivery finds little left to do, and new page-cache pages, slow to get on a virtual
+# machine whose free memory went back to its host, are recycled instead.
+WRITE_BEHIND_WINDOW = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WAIT_BEFORE, _SYNC_FILE_RANGE_WRITE, _SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+_libc_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _libc_sync_file_range is not None:
+    _libc_sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    _libc_sync_file_range.restype = ctypes.c_int
+# sync_file_range answers these where a filesystem or file cannot do it: not an error of
+# the bytes, so write-behind is only switched off.
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE)
 
 
 def _no_faults(_step: str) -> None:
@@ -121,6 +146,8 @@ class StagingArea:
         root = output_dir / ".streamsend"
         self.rejected_dir = root / "rejected"
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._hashes = HashWorker()
+        self._write_behind = _libc_sync_file_range is not None
         self._ledger_pending: list[str] = []
         self._dirs_to_sync: dict[tuple[str, ...], int] = {}
         opened: list[int] = []
@@ -190,7 +217,9 @@ class StagingArea:
         return len(self._fds)
 
     def write(self, t: Transfer, offset: int, data: bytes | memoryview) -> None:
-        """Store bytes of ``t`` at ``offset``. Raises DiskFull or Unstorable."""
+        """Store bytes of ``t`` at ``offset``. Raises DiskFull or Unstorable. From now
+        on the transfer's running hash is computed on the hash worker (see hashing.py):
+        recording the bytes costs this thread a queue append, not their SHA-256."""
         view = memoryview(data)
         written = 0
         try:
@@ -198,6 +227,7 @@ class StagingArea:
             while written < len(view):
                 self.faults("write")
                 written += os.pwrite(fd, view[written:], offset + written)
+            self._write_behind_window(fd, offset, offset + written)
         except OSError as exc:
             if exc.errno in _NO_SPACE:
                 needed = max(len(view), t.declared_size - t.received.total())
@@ -205,6 +235,42 @@ class StagingArea:
             if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EOVERFLOW):
                 raise Unstorable(f"cannot write at offset {offset}: {exc.strerror}") from exc
             raise
+        if not isinstance(t.hasher, LaggingHash):
+            t.hasher = self._hashes.new_hash(t.hasher)
+
+    def _write_behind_window(self, fd: int, start: int, end: int) -> None:
+        """When bytes ``[start, end)`` just completed a window, start writing it back and
+        wait for (then drop from the cache) the window before it. Raises OSError: an
+        error seen here is consumed from the file (a later fsync would not report it
+        again), so it must fail the write like an error of pwrite itself."""
+        window = WRITE_BEHIND_WINDOW
+        boundary = end - end % window
+        if not self._write_behind or boundary <= start or _libc_sync_file_range is None:
+            return
+        try:
+            self._sync_file_range(fd, boundary - window, window, _SYNC_FILE_RANGE_WRITE)
+            if boundary >= 2 * window:
+                previous = boundary - 2 * window
+                self._sync_file_range(
+                    fd,
+                    previous,
+                    window,
+                    _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
+                    | _SYNC_FILE_RANGE_WAIT_AFTER,
+                )  # fmt: skip
+                os.posix_fadvise(fd, previous, window, os.POSIX_FADV_DONTNEED)
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+            self._write_behind = False
+            log.debug("write-behind is off: sync_file_range: %s", exc.strerror)
+
+    @staticmethod
+    def _sync_file_range(fd: int, offset: int, length: int, flags: int) -> None:
+        assert _libc_sync_file_range is not None
+        if _libc_sync_file_range(fd, offset, length, flags) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
 
     def staged_size(self, transfer: str) -> int:
         return os.stat(f"{transfer}.part", dir_fd=self._staging_fd, follow_symlinks=False).st_size
@@ -222,6 +288,8 @@ class StagingArea:
             raise VerificationFailed(f"{size} bytes staged, the uploader sent {end.size}")
         if size < end.size:
             os.ftruncate(fd, end.size)  # an empty file or trailing gap is not a short read
+        if t.hashed_upto < end.size and not isinstance(t.hasher, LaggingHash):
+            t.hasher = self._hashes.new_hash(t.hasher)  # the next block is read meanwhile
         while t.hashed_upto < end.size:
             block = os.pread(fd, min(HASH_BLOCK, end.size - t.hashed_upto), t.hashed_upto)
             if not block:
@@ -507,7 +575,9 @@ class StagingArea:
         return st.f_blocks * st.f_frsize
 
     def close(self) -> None:
-        """Close every descriptor. No durable step: safe after a simulated crash too."""
+        """Close every descriptor and stop the hash worker. No durable step: safe after a
+        simulated crash too."""
+        self._hashes.close()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
