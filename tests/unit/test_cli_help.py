@@ -156,6 +156,7 @@ def test_librdkafka_flags_reach_settings_kafka(tmp_path: Path) -> None:
         "k:1",
         "--topic",
         "t",
+        "--batch.num.messages=500",
         "--compression.type=lz4",
         "--dry-run",
         "yes",
@@ -165,6 +166,8 @@ def test_librdkafka_flags_reach_settings_kafka(tmp_path: Path) -> None:
     assert flags["input.dir"] == str(tmp_path)
     assert flags["linger.ms"] == "5"
     s = resolve(UploaderSettings, flags=flags, environ={})
-    assert s.kafka == {"linger.ms": "5", "compression.type": "lz4"}
+    assert s.kafka == {"linger.ms": "5", "batch.num.messages": "500"}
+    # compression.type is Streamsend's own (a per-record codec), not passed through.
+    assert s.compression_type == "lz4"
     assert s.input_dir == tmp_path
     assert s.dry_run is True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import zlib
 
 import cramjam
 import pytest
@@ -19,6 +18,7 @@ from streamsend.wire.protocol import (
     decode,
     encode,
     file_partition,
+    murmur2,
 )
 
 TID = "0123456789abcdef0123456789abcdef"
@@ -36,7 +36,7 @@ def headers_of(
 @pytest.mark.parametrize("name", CODECS)
 def test_each_codec_round_trips_a_chunk_and_announces_itself(name: str) -> None:
     chunk = Chunk(TID, "up", "a.csv", 0, 0, len(TEXT), TEXT)
-    key, headers, value = encode(chunk, Codec(name))
+    _, headers, value = encode(chunk, Codec(name))
     found = dict(headers)
     assert found["streamsend.codec"] == name.encode()
     assert found["streamsend.length"] == str(len(TEXT)).encode()
@@ -199,8 +199,29 @@ def test_truncated_pack_manifest_is_refused() -> None:
         decode(headers, struct.pack(">I", 3) + b"{{{")
 
 
-def test_file_partition_is_crc32_of_the_key() -> None:
+@pytest.mark.parametrize(
+    ("text", "signed"),
+    [  # Kafka's own test vectors (UtilsTest.testMurmur2), as signed 32-bit numbers
+        ("21", -973932308),
+        ("foobar", -790332482),
+        ("a-little-bit-long-string", -985981536),
+        ("a-little-bit-longer-string", -1486304829),
+        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        ("abc", 479470107),
+    ],
+)
+def test_murmur2_matches_kafka(text: str, signed: int) -> None:
+    assert murmur2(text.encode()) == signed & 0xFFFFFFFF
+
+
+def test_file_partition_is_kafkas_default_for_the_key() -> None:
     """Documented so another implementation places a file's records identically."""
-    assert file_partition("shop-7", "a/b.txt", 16) == zlib.crc32(b"shop-7/a/b.txt") % 16
-    assert file_partition("shop-7", "a/b.txt", 16) == 4
+    key = b"shop-7/a/b.txt"
+    assert file_partition("shop-7", "a/b.txt", 16) == (murmur2(key) & 0x7FFFFFFF) % 16
     assert file_partition("shop-7", "a/b.txt", 1) == 0
+
+
+def test_similar_names_spread_over_partitions() -> None:
+    """The defect CRC-32 had: f0.bin ... f11.bin all but landed on one partition."""
+    used = {file_partition("up", f"big{i}.bin", 4) for i in range(12)}
+    assert used == {0, 1, 2, 3}

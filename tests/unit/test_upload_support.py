@@ -15,7 +15,7 @@ from streamsend.config.settings import UploaderSettings
 from streamsend.transport.base import OutHeaders, Received
 from streamsend.transport.memory import MemoryBroker, MemoryTransport
 from streamsend.upload.service import Uploader, UploadStats
-from streamsend.wire.protocol import Abort, Chunk, End, decode
+from streamsend.wire.protocol import Abort, Chunk, End, Pack, decode
 
 TOPIC = "files"
 STATE_TOPIC = "state"
@@ -33,6 +33,8 @@ def uploader_settings(input_dir: Path, **props: str) -> UploaderSettings:
         "binary.chunk.size.bytes": str(CHUNK),
         "processing.state.topic": STATE_TOPIC,
         "scan.interval.ms": "10",
+        # Files are chunked here, the path most tests are about; packing has its tests.
+        "pack.file.max.bytes": "0",
         **props,
     }
     return resolve(UploaderSettings, environ={}, flags=flags)
@@ -116,15 +118,16 @@ def transfers(broker: MemoryBroker, topic: str = TOPIC) -> dict[str, Transfer]:
     """The data topic's records, grouped by transfer."""
     found: dict[str, Transfer] = {}
     for record in broker.records(topic):
-        msg = decode(record.headers, record.value)
-        t = found.setdefault(msg.transfer, Transfer(msg.path))
-        t.records.append(record)
-        if isinstance(msg, Chunk):
-            t.chunks[msg.offset] = msg.data
-        elif isinstance(msg, End):
-            t.end = msg
-        elif isinstance(msg, Abort):
-            t.aborted = True
+        decoded = decode(record.headers, record.value)
+        for msg in decoded.records() if isinstance(decoded, Pack) else [decoded]:
+            t = found.setdefault(msg.transfer, Transfer(msg.path))
+            t.records.append(record)
+            if isinstance(msg, Chunk):
+                t.chunks[msg.offset] = msg.data
+            elif isinstance(msg, End):
+                t.end = msg
+            elif isinstance(msg, Abort):
+                t.aborted = True
     return found
 
 

@@ -152,10 +152,40 @@ class UploaderSettings(CommonSettings):
     )
     topic_partitions: int = setting(
         "topic.partitions",
-        1,
-        "Partitions of the chunk topic when the uploader creates it.",
-        minimum=1,
+        0,
+        "Partitions of the chunk topic when the uploader creates it; 0 means automatic: "
+        "4 per broker in the cluster, at least 4 and at most 64 (room for a downloader "
+        "group to grow and for parallel fetches, without a partition count that costs "
+        "a small cluster). An existing topic keeps its partitions.",
+        minimum=0,
         maximum=10_000,
+    )
+    partitioning: str = setting(
+        "partitioning",
+        "file",
+        "How records are spread over the topic's partitions. file: every record of a file "
+        "(and every version of it) on one partition chosen from uploader.name and path, so "
+        "files travel in parallel, versions stay in order and a downloader group splits "
+        "files between its members. chunk: a file's chunks round-robin over all partitions, "
+        "so one huge file uses them all; only a downloader that reads every partition (its "
+        "own group.id) can rebuild such files.",
+        choices=("file", "chunk"),
+    )
+    compression_type: str = setting(
+        "compression.type",
+        "zstd",
+        "Codec that compresses each record's value before it is produced (and before any "
+        "encryption): zstd, lz4, gzip, snappy or none. A record that would not shrink is "
+        "sent as it is. Replaces Kafka's batch compression, which is turned off.",
+        choices=("zstd", "lz4", "gzip", "snappy", "none"),
+    )
+    pack_file_max_bytes: int = setting(
+        "pack.file.max.bytes",
+        65536,
+        "Files up to this size are packed several to a record (each still verified and "
+        "delivered on its own); 0 turns packing off.",
+        minimum=0,
+        maximum=16 * 1024 * 1024,
     )
     topic_replication_factor: int = setting(
         "topic.replication.factor",

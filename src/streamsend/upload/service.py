@@ -64,8 +64,18 @@ from streamsend.wire.chunking import (
     chunk_count,
     fixed_chunk_size,
 )
+from streamsend.wire.codecs import NO_CODEC, Codec
 from streamsend.wire.paths import is_wire_path
-from streamsend.wire.protocol import Abort, Chunk, End, encode, new_transfer_id
+from streamsend.wire.protocol import (
+    Abort,
+    Chunk,
+    End,
+    Pack,
+    encode,
+    file_partition,
+    new_transfer_id,
+    pack_overhead,
+)
 from streamsend.wire.protocol import Message as Record
 
 log = logging.getLogger(__name__)
@@ -81,6 +91,11 @@ RETRY_SWEEP_SECONDS = 1.0
 # it (a flood of young files with a long file.minimum.age.ms) they wait for a full scan,
 # so memory does not grow with the flood.
 DUE_PATHS_MAX = 100_000
+# Automatic topic.partitions: per broker, and bounds.
+PARTITIONS_PER_BROKER = 4
+AUTO_PARTITIONS = (4, 64)
+# Packs waiting to be produced hold at most this many chunk sizes of file data in all.
+PACK_BUFFERS = 4
 
 # A test seam: called with the name of a durable step ("after.upload", "state") just
 # before the uploader takes it, so that a test can stop the uploader exactly there by
@@ -122,6 +137,16 @@ class InFlight:
     closed: bool = False  # End or Abort produced: nothing more will be
     aborted: str | None = None
     sha256: str = ""
+
+
+@dataclass
+class PackBuffer:
+    """Small files read and verified, waiting to share one record (one per partition, so
+    that a file's packed and chunked versions share a partition and stay in order)."""
+
+    files: list[tuple[End, bytes]] = field(default_factory=list)
+    inflight: list[InFlight] = field(default_factory=list)
+    size: int = 0  # bytes of the record so far (data and manifest, an upper bound)
 
 
 @dataclass
@@ -167,6 +192,9 @@ class Uploader:
         self._stop_at = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
+        self.partitions = 1  # of the chunk topic
+        self.codec = NO_CODEC if settings.dry_run else Codec(settings.compression_type)
+        self._packs: dict[int, PackBuffer] = {}  # by partition
         # Watching input.dir (see _loop): None while it is scanned in full every
         # scan.interval.ms instead.
         self._watcher: Watcher | None = None
@@ -213,7 +241,10 @@ class Uploader:
         admin = transport.admin()
         brokers = admin.wait_for_cluster(lambda: self._stop)
         replication = s.topic_replication_factor or min(3, brokers)
-        admin.ensure_topic(s.topic, TopicSpec(s.topic_partitions, replication, {}))
+        low, high = AUTO_PARTITIONS
+        partitions = s.topic_partitions or max(low, min(high, PARTITIONS_PER_BROKER * brokers))
+        admin.ensure_topic(s.topic, TopicSpec(partitions, replication, {}))
+        self.partitions = admin.partition_count(s.topic)
         state_topic = s.processing_state_topic
         spec = TopicSpec(s.processing_state_topic_partitions, replication, STATE_TOPIC_CONFIG)
         self._new_state_topic = admin.ensure_topic(state_topic, spec)
@@ -264,6 +295,8 @@ class Uploader:
             # Bound the queue so memory does not grow with file size.
             "queue.buffering.max.kbytes": max(32 * 1024, 4 * limit // 1024),
             "linger.ms": 5,
+            # Values are compressed per record (compression.type), before encryption.
+            "compression.type": "none",
         }
 
     # -- the loop ----------------------------------------------------------------
@@ -522,16 +555,24 @@ class Uploader:
             log.debug("state: forgot %r, no longer in input.dir", path)
 
     def _send_batch(self, send: list[tuple[Candidate, str]]) -> None:
-        for cand, wire in send:
-            if self._stop:
-                raise _Stopping
-            try:
-                self._send(cand, wire)
-            except _PASS_THROUGH:
-                raise
-            except Exception as exc:
-                self._send_failed(cand, wire, exc)
-            self._poll(0)
+        """Send files, small ones packed; every pack is produced before returning, so a
+        file found alone is on its way at once."""
+        try:
+            for cand, wire in send:
+                if self._stop:
+                    raise _Stopping
+                try:
+                    if cand.size <= self.settings.pack_file_max_bytes > 0:
+                        self._pack(cand, wire)
+                    else:
+                        self._send(cand, wire)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:
+                    self._send_failed(cand, wire, exc)
+                self._poll(0)
+        finally:
+            self._flush_packs()
 
     def _forget(self, gone: list[str]) -> None:
         """Files recorded as sent that are no longer there: a tombstone each, so the
@@ -579,6 +620,8 @@ class Uploader:
         chunk = self.sizing.chunk_bytes
         hasher = hashlib.sha256()
         offset = index = 0
+        home = file_partition(name, wire, self.partitions)
+        spread = self.settings.partitioning == "chunk" and self.partitions > 1
         log.info("sending %r (%d bytes, %d chunks)", cand.relative, size, chunk_count(size, chunk))
         try:
             while offset < size:
@@ -588,7 +631,9 @@ class Uploader:
                 if not data:
                     break  # shrank: caught by the identity check below
                 hasher.update(data)
-                self._produce(Chunk(inf.transfer, name, wire, index, offset, size, data), inf)
+                record = Chunk(inf.transfer, name, wire, index, offset, size, data, spread)
+                partition = (home + index) % self.partitions if spread else home
+                self._produce(record, inf, partition)
                 offset += len(data)
                 index += 1
         except _Stopping:
@@ -612,10 +657,109 @@ class Uploader:
             sha256=inf.sha256,
             mtime_ns=cand.mtime_ns,
             mode=stat.S_IMODE(cand.mode),
+            spread=spread,
         )
-        self._produce(end, inf)
+        self._produce(end, inf, home)
         inf.closed = True
         self._maybe_finished(inf)
+
+    # -- small files, packed -------------------------------------------------------
+
+    def _pack(self, cand: Candidate, wire: str) -> None:
+        """Read a small file whole and add it to its partition's pack; the pack is
+        produced when full or at the end of the batch."""
+        try:
+            fd = os.open(cand.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # gone since the scan
+        except OSError as exc:
+            self._failed(cand.relative, f"cannot read it: {exc.strerror}")
+            return
+        try:
+            before = identity(os.fstat(fd))
+            if before != cand.identity:
+                return  # changed since the scan: the next scan sees the new version
+            data = os.pread(fd, cand.size + 1, 0)  # one byte more shows a file that grew
+            after = identity(os.fstat(fd))
+        finally:
+            os.close(fd)
+        try:
+            on_disk: Identity | None = identity(os.stat(cand.path, follow_symlinks=False))
+        except FileNotFoundError:
+            on_disk = None
+        if len(data) != cand.size or after != before or on_disk != before:
+            # Nothing of it was produced: no abort record is needed, only a retry.
+            self._retry_after[cand.relative] = time.monotonic() + max(
+                1.0, self.settings.file_minimum_age_ms / 1000
+            )
+            log.info("%r changed while it was read; it is sent once stable", cand.relative)
+            return
+        name = self.settings.uploader_name
+        inf = InFlight(cand, wire, new_transfer_id(), read=before)
+        inf.sha256 = hashlib.sha256(data).hexdigest()
+        end = End(
+            inf.transfer,
+            name,
+            wire,
+            size=cand.size,
+            chunks=1 if data else 0,
+            sha256=inf.sha256,
+            mtime_ns=cand.mtime_ns,
+            mode=stat.S_IMODE(cand.mode),
+        )
+        partition = file_partition(name, wire, self.partitions)
+        buffer = self._packs.get(partition)
+        grow = pack_overhead(end) + len(data)
+        if buffer is not None and buffer.size + grow > self.sizing.chunk_bytes:
+            self._flush_pack(partition)
+        buffer = self._packs.setdefault(partition, PackBuffer())
+        self.inflight[wire] = inf
+        buffer.files.append((end, data))
+        buffer.inflight.append(inf)
+        buffer.size += grow
+        if sum(b.size for b in self._packs.values()) > PACK_BUFFERS * self.sizing.chunk_bytes:
+            self._flush_packs()
+
+    def _flush_packs(self) -> None:
+        for partition in list(self._packs):
+            self._flush_pack(partition)
+
+    def _flush_pack(self, partition: int) -> None:
+        buffer = self._packs.pop(partition)
+        infs = buffer.inflight
+        if self.producer is not None:
+            pack = Pack(self.settings.uploader_name, tuple(buffer.files))
+            key, headers, value = encode(pack, self.codec)
+            for inf in infs:
+                inf.outstanding += 1
+            try:
+                self._send_record(key, headers, value, partition, self._pack_delivered(infs))
+            except BaseException as exc:
+                # Not queued: no acknowledgement will come, and every file of the pack
+                # fails (to be retried) as one file would.
+                stopped = isinstance(exc, _Stopping) or not isinstance(exc, Exception)
+                why = "the uploader was stopped" if stopped else _describe(exc)
+                log.debug("producing a pack failed", exc_info=True)
+                for inf in infs:
+                    inf.outstanding -= 1
+                    inf.error = inf.error or why
+                    inf.closed = True
+                    self._maybe_finished(inf)
+                if stopped or isinstance(exc, _PASS_THROUGH):
+                    raise
+                return
+            log.debug("packed %d file(s) in one record on partition %d", len(infs), partition)
+        for inf in infs:
+            inf.produced += 1
+            inf.closed = True
+            self._maybe_finished(inf)
+
+    def _pack_delivered(self, infs: list[InFlight]) -> Callable[[str | None], None]:
+        def delivered(err: str | None) -> None:
+            for inf in infs:
+                self._delivered(inf, err)
+
+        return delivered
 
     def _send_failed(self, cand: Candidate, wire: str, exc: Exception) -> None:
         """Whatever went wrong with one file (an unreadable name, an I/O error, a bug)
@@ -641,32 +785,48 @@ class Uploader:
     def _abort(self, inf: InFlight, reason: str) -> None:
         inf.aborted = reason
         if not self._stop or time.monotonic() - self._stop_at < SHUTDOWN_GRACE_SECONDS:
-            rec = Abort(inf.transfer, self.settings.uploader_name, inf.wire, reason)
-            self._produce(rec, inf, stopping_ok=True)
+            name = self.settings.uploader_name
+            rec = Abort(inf.transfer, name, inf.wire, reason)
+            partition = file_partition(name, inf.wire, self.partitions)
+            self._produce(rec, inf, partition, stopping_ok=True)
         inf.closed = True
         self._maybe_finished(inf)
 
-    def _produce(self, record: Record, inf: InFlight, stopping_ok: bool = False) -> None:
+    def _produce(
+        self, record: Record, inf: InFlight, partition: int, stopping_ok: bool = False
+    ) -> None:
         if self.producer is None:  # dry run
             return
-        key, headers, value = encode(record)
+        key, headers, value = encode(record, self.codec)
         on_ack = functools.partial(self._delivered, inf)
         # Counted before it is queued: its acknowledgement may be served while sending.
         inf.outstanding += 1
         try:
-            while True:
-                try:
-                    self.producer.send(self.settings.topic, key, headers, value, on_ack)
-                    break
-                except QueueFull:
-                    # The bounded queue is full: let acknowledgements drain it (backpressure).
-                    self._poll(0.1)
-                    if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
-                        raise _Stopping from None
+            self._send_record(key, headers, value, partition, on_ack, stopping_ok)
         except BaseException:
             inf.outstanding -= 1  # not queued: no acknowledgement will come
             raise
         inf.produced += 1
+
+    def _send_record(
+        self,
+        key: bytes,
+        headers: list[tuple[str, str | bytes | None]],
+        value: bytes,
+        partition: int,
+        on_ack: Callable[[str | None], None],
+        stopping_ok: bool = False,
+    ) -> None:
+        assert self.producer is not None
+        while True:
+            try:
+                self.producer.send(self.settings.topic, key, headers, value, on_ack, partition)
+                return
+            except QueueFull:
+                # The bounded queue is full: let acknowledgements drain it (backpressure).
+                self._poll(0.1)
+                if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
+                    raise _Stopping from None
 
     def _delivered(self, inf: InFlight, err: str | None) -> None:
         inf.outstanding -= 1

@@ -20,7 +20,6 @@ import json
 import re
 import struct
 import uuid
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,11 +142,33 @@ def record_key(uploader: str, path: str) -> bytes:
     return f"{uploader}/{path}".encode()
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's default partitioner), unsigned 32 bits."""
+    m, h = 0x5BD1E995, 0x9747B28C ^ len(data)
+    whole = len(data) & ~3
+    for i in range(0, whole, 4):
+        k = (int.from_bytes(data[i : i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[whole:]
+    if len(tail) == 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
 def file_partition(uploader: str, path: str, partitions: int) -> int:
-    """The partition of every record of a file (and of a pack holding it): CRC-32 of the
-    record key, like librdkafka's default partitioner, computed here so that a file's
-    chunked and packed versions always share one partition and stay in order."""
-    return zlib.crc32(record_key(uploader, path)) % partitions
+    """The partition of every record of a file (and of a pack holding it), computed here
+    so that a file's chunked and packed versions always share one partition and stay in
+    order. Kafka's Java default for a keyed record (murmur2 of the key, positive, modulo
+    the partition count), so other implementations have it in their Kafka library; not
+    CRC-32 (librdkafka's default), whose low bits barely change between names such as
+    ``f1.bin`` and ``f2.bin`` and would put them all on one partition."""
+    return (murmur2(record_key(uploader, path)) & 0x7FFFFFFF) % partitions
 
 
 def _end_headers(end: End) -> list[tuple[str, bytes]]:
