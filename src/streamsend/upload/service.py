@@ -737,8 +737,10 @@ class Uploader:
             except BaseException as exc:
                 # Not queued: no acknowledgement will come, and every file of the pack
                 # fails (to be retried) as one file would.
-                stopped = isinstance(exc, _Stopping) or not isinstance(exc, Exception)
-                why = "the uploader was stopped" if stopped else _describe(exc)
+                if isinstance(exc, Exception) and not isinstance(exc, _Stopping):
+                    why, stopped = _describe(exc), False
+                else:
+                    why, stopped = "the uploader was stopped", True
                 log.debug("producing a pack failed", exc_info=True)
                 for inf in infs:
                     inf.outstanding -= 1
