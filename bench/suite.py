@@ -52,9 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=1,
         metavar="N",
-        help="run each section N times, report medians",
+        help="run each section N times and report medians (default 3, 1 with --quick)",
     )
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files and logs")
@@ -65,7 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown := [n for n in names if n not in SECTIONS]:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
     args.names = names
-    args.repeat = max(1, args.repeat if args.repeat is not None else 1 if args.quick else 3)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    args.repeat = max(1, args.repeat)
     try:
         args.large_bytes = parse_size(args.large) if args.large else None
     except ValueError:
