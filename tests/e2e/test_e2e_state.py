@@ -14,6 +14,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
 )
 
 from harness import (
@@ -156,6 +157,18 @@ def set_max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None
     admin = AdminClient({"bootstrap.servers": bootstrap})
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
     admin.incremental_alter_configs([resource])[resource].result()
+
+    # The change is accepted before the broker applies it; the uploader picks a file up
+    # within milliseconds, so wait until the broker reports it.
+    def applied() -> bool:
+        topic_resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        found = admin.describe_configs([topic_resource])[topic_resource].result()
+        current = found["max.message.bytes"]
+        if value is None:  # the broker's own limit again
+            return current.source != ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+        return current.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value and current.value == value
+
+    wait_for(applied, 30, f"max.message.bytes={value} to apply")
 
 
 def refused_then_accepted(pipeline: Pipeline, tmp_path: Path, state_topic: str) -> int:
