@@ -60,6 +60,28 @@ def test_a_new_reader_of_the_partition_rebuilds_the_unfinished_transfer(tmp_path
     assert (tmp_path / "b" / "up" / "f.bin").read_bytes() == data
 
 
+def test_after_a_rebalance_the_next_reader_skips_what_was_delivered(tmp_path: Path) -> None:
+    """Without a crash, each file is delivered once in a group: files delivered from
+    records after the safe offset are named in the committed metadata, and the member
+    that reads the partition next skips them."""
+    broker = MemoryBroker()
+    broker.create(TOPIC, 1)
+    data = b"y" * 3000
+    sha = hashlib.sha256(data).hexdigest()
+    put(broker, Chunk(tid(1), "up", "slow.bin", 0, 0, len(data), data[:1000]), 0)
+    for message in whole(tid(2), "quick.txt", b"quick"):
+        put(broker, message, 0)
+    a = run(tmp_path / "a", broker, group_id="shared")
+    assert a.stats.delivered == 1
+    assert (tmp_path / "a" / "up" / "quick.txt").exists()
+    put(broker, Chunk(tid(1), "up", "slow.bin", 1, 1000, len(data), data[1000:]), 0)
+    put(broker, End(tid(1), "up", "slow.bin", len(data), 2, sha, MTIME, 0o644), 0)
+    b = run(tmp_path / "b", broker, group_id="shared")
+    assert (tmp_path / "b" / "up" / "slow.bin").read_bytes() == data
+    assert not (tmp_path / "b" / "up" / "quick.txt").exists()
+    assert b.stats.delivered == 1
+
+
 def test_a_transfer_spread_over_partitions_is_rebuilt(tmp_path: Path) -> None:
     broker = MemoryBroker()
     broker.create(TOPIC, 4)

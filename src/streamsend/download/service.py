@@ -59,6 +59,14 @@ DONE_LIMIT = 200_000
 JOIN_WAIT = 60.0
 # Transfers refused or with unsafe paths: remembered to log each once; bounded.
 REFUSED_LIMIT = 100_000
+# Committed offset metadata: the ids of transfers delivered from records after the
+# committed offset (see _safe_offsets); whole ids, as a shortened one that matched another
+# transfer would make a reader skip a file it must deliver. Brokers refuse metadata over
+# offset.metadata.max.bytes (4096 by default): about 120 ids.
+DELIVERED_PREFIX = "streamsend-delivered:"
+METADATA_LIMIT = 4000
+ID_CHARS = 32
+NOT_SEEN = 1 << 63  # the last offset of a transfer named in metadata, before we meet it
 
 
 def _no_faults(_step: str) -> None:
@@ -132,8 +140,15 @@ class Downloader:
         # whoever reads the partition next, another member of the group after a
         # rebalance or a crash, meets the whole transfer again.
         self._consumed: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
+        self._committed: dict[TopicPartition, tuple[int, str]] = {}
+        # Per transfer and partition: [first, last] offset of its records met by this run.
+        self._spans: dict[str, dict[TopicPartition, list[int]]] = {}
+        # Per partition: transfers delivered (here, or by the member that committed
+        # before us) whose records may lie after the safe offset -> their last offset.
+        # Committed as metadata, so whoever reads past the safe offset next skips them:
+        # a rebalance without a crash delivers each file once in the group.
+        self._delivered_after: dict[TopicPartition, dict[str, int]] = {}
+        self._consumer: Consumer | None = None
         self._assigned: set[TopicPartition] = set()
         self._whole_topic: bool | None = None  # known once a spread transfer is met
         self._stop = False
@@ -154,6 +169,7 @@ class Downloader:
         consumer = self.transport.consumer(self._consumer_overrides())
         previous = self._install_signal_handlers()
         try:
+            self._consumer = consumer
             consumer.subscribe(self.settings.topic, self._on_assign, self._on_revoke(consumer))
             self._loop(consumer)
             self._with_space(consumer, lambda: self._checkpoint(consumer))
@@ -351,6 +367,8 @@ class Downloader:
                 self._reject(t, str(exc))
                 continue
             batch.pop(0)
+            for where, (_, last) in self._spans.get(t.transfer, {}).items():
+                self._delivered_after.setdefault(where, {})[t.transfer] = last
             self._untrack(t)
             self.done[t.transfer] = now
             end = t.end
@@ -374,24 +392,37 @@ class Downloader:
         if self.staging.ledger_size() > LEDGER_COMPACT_BYTES:
             # Every staged range is durable and recorded right now: safe to rewrite.
             self.staging.rewrite_ledger(self._compact_lines())
-        offsets = self._safe_offsets()
+        offsets, metadata = self._safe_offsets()
         if offsets:
             try:
-                consumer.commit(offsets)
+                consumer.commit(offsets, metadata)
             except CommitFailed as exc:
                 log.warning("offset commit failed (records will be replayed): %s", exc)
             else:
-                self._committed.update(offsets)
+                for where, at in offsets.items():
+                    self._committed[where] = (at, metadata[where])
 
-    def _safe_offsets(self) -> dict[TopicPartition, int]:
+    def _safe_offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, str]]:
         """Per partition: the next record to read, held back to the first record of any
-        transfer not yet delivered; only the partitions whose offset changed."""
+        transfer not yet delivered, and the metadata naming the transfers delivered from
+        records after it; only the partitions where either changed."""
         safe = dict(self._consumed)
-        for firsts in self._first_offsets.values():
-            for where, first in firsts.items():
+        for spans in self._spans.values():
+            for where, (first, _) in spans.items():
                 if where in safe and first < safe[where]:
                     safe[where] = first
-        return {where: at for where, at in safe.items() if self._committed.get(where) != at}
+        offsets: dict[TopicPartition, int] = {}
+        metadata: dict[TopicPartition, str] = {}
+        for where, at in safe.items():
+            delivered = self._delivered_after.get(where, {})
+            for transfer in [t for t, last in delivered.items() if last < at]:
+                del delivered[transfer]  # wholly before the offset: never read again
+            newest = sorted(delivered, key=delivered.__getitem__, reverse=True)
+            room = (METADATA_LIMIT - len(DELIVERED_PREFIX)) // (ID_CHARS + 1)
+            meta = DELIVERED_PREFIX + ",".join(newest[:room]) if newest else ""
+            if self._committed.get(where) != (at, meta):
+                offsets[where], metadata[where] = at, meta
+        return offsets, metadata
 
     def _compact_lines(self) -> list[str]:
         state = ledger.LedgerState(staged=self.transfers, done=self.done)
@@ -425,6 +456,11 @@ class Downloader:
         self._assigned_at = time.monotonic()
         self._assigned.update(parts)
         self._whole_topic = None
+        if self._consumer is not None and parts:
+            for where, meta in self._consumer.committed_metadata(parts).items():
+                if meta.startswith(DELIVERED_PREFIX):
+                    ids = meta[len(DELIVERED_PREFIX) :].split(",")
+                    self._delivered_after[where] = dict.fromkeys(ids, NOT_SEEN)
 
     def _on_revoke(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
         def revoke(parts: list[TopicPartition]) -> None:
@@ -441,9 +477,10 @@ class Downloader:
             for where in gone:
                 self._consumed.pop(where, None)
                 self._committed.pop(where, None)
-            for firsts in self._first_offsets.values():
-                for where in gone & firsts.keys():
-                    del firsts[where]
+                self._delivered_after.pop(where, None)
+            for spans in self._spans.values():
+                for where in gone & spans.keys():
+                    del spans[where]
 
         return revoke
 
@@ -495,7 +532,18 @@ class Downloader:
             self._handle_record(record, rec)
 
     def _handle_record(self, record: Record, rec: Received) -> None:
+        where = (rec.topic, rec.partition)
+        delivered = self._delivered_after.get(where)
+        if delivered is not None and record.transfer in delivered:
+            # Delivered already, here or by the group member that read this before.
+            last = delivered[record.transfer]
+            delivered[record.transfer] = rec.offset if last == NOT_SEEN else max(last, rec.offset)
+            self.stats.duplicates += 1
+            return
         if record.transfer in self.done:
+            # Finished here (before a restart, perhaps): named in the metadata too, so
+            # that the next reader of the partition skips it as well.
+            self._delivered_after.setdefault(where, {})[record.transfer] = rec.offset
             self.stats.duplicates += 1
             return
         if record.transfer in self._ignored:
@@ -506,8 +554,10 @@ class Downloader:
             parts = self._checked_path(record)
             self._apply(record, parts)
             if record.transfer in self.transfers:
-                firsts = self._first_offsets.setdefault(record.transfer, {})
-                firsts.setdefault((rec.topic, rec.partition), rec.offset)
+                span = self._spans.setdefault(record.transfer, {}).setdefault(
+                    where, [rec.offset] * 2
+                )
+                span[1] = rec.offset
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
             self._ignore(record.transfer)
@@ -619,7 +669,7 @@ class Downloader:
         usage[1] += t.received.total()
 
     def _untrack(self, t: Transfer) -> None:
-        self._first_offsets.pop(t.transfer, None)
+        self._spans.pop(t.transfer, None)
         if self.transfers.pop(t.transfer, None) is None:
             return
         usage = self._usage[t.uploader]

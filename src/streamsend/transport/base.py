@@ -82,9 +82,14 @@ class Consumer(Protocol):
     def poll(self, timeout: float) -> Received | None:
         """The next record, or None when none arrived within ``timeout``."""
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit synchronously: ``offsets`` are the next offsets to read. Raises
-        :class:`CommitFailed`."""
+    def commit(
+        self, offsets: Mapping[TopicPartition, int], metadata: Mapping[TopicPartition, str]
+    ) -> None:
+        """Commit synchronously: ``offsets`` are the next offsets to read, each with the
+        group's ``metadata`` string for it. Raises :class:`CommitFailed`."""
+
+    def committed_metadata(self, parts: list[TopicPartition]) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets of ``parts`` ("" when none)."""
 
     def pause(self) -> None:
         """Stop fetching from every assigned partition (the group session stays alive)."""

@@ -116,12 +116,26 @@ class KafkaConsumer:
             msg.value(),
         )
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        parts = [ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+    def commit(
+        self, offsets: Mapping[TopicPartition, int], metadata: Mapping[TopicPartition, str]
+    ) -> None:
+        parts = [
+            ck.TopicPartition(t, p, o, metadata=metadata.get((t, p), ""))
+            for (t, p), o in offsets.items()
+        ]
         try:
             self._consumer.commit(offsets=parts, asynchronous=False)
         except ck.KafkaException as exc:
             raise CommitFailed(str(exc)) from exc
+
+    def committed_metadata(self, parts: list[TopicPartition]) -> dict[TopicPartition, str]:
+        try:
+            found = self._consumer.committed([ck.TopicPartition(t, p) for t, p in parts], 30)
+        except ck.KafkaException as exc:
+            # Only an optimisation (it spares duplicates after a rebalance): go on.
+            log.warning("could not read the group's committed metadata: %s", exc)
+            return {}
+        return {(tp.topic, tp.partition): tp.metadata or "" for tp in found}
 
     def pause(self) -> None:
         self._consumer.pause(self._consumer.assignment())

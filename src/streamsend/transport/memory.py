@@ -53,6 +53,7 @@ class MemoryBroker:
     def __init__(self, faults: Faults = _no_faults, message_limit: int = 8 * 1024 * 1024) -> None:
         self.topics: dict[str, MemoryTopic] = {}
         self.committed: dict[tuple[str, str, int], int] = {}
+        self.metadata: dict[tuple[str, str, int], str] = {}
         self.faults = faults
         self.message_limit = message_limit
 
@@ -191,10 +192,18 @@ class MemoryConsumer:
         time.sleep(min(timeout, 0.005))
         return None
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, int], metadata: Mapping[TopicPartition, str]
+    ) -> None:
         self._broker.faults("commit")
         for (topic, partition), offset in offsets.items():
             self._broker.committed[(self._group, topic, partition)] = offset
+            self._broker.metadata[(self._group, topic, partition)] = metadata.get(
+                (topic, partition), ""
+            )
+
+    def committed_metadata(self, parts: list[TopicPartition]) -> dict[TopicPartition, str]:
+        return {(t, p): self._broker.metadata.get((self._group, t, p), "") for t, p in parts}
 
     def pause(self) -> None:
         self._fetched = [r for r in (self.poll(0) for _ in range(self._prefetch)) if r]
