@@ -126,7 +126,7 @@ def small(b: Bench, s: Section) -> None:
           MBps=mbps(nbytes, e2e), seconds=round(e2e, 2),
           upload_RSS_MiB=mib(up_exit.peak_rss), download_RSS_MiB=mib(down_exit.peak_rss),
           note="downloader running and caught up before the uploader starts")  # fmt: skip
-    s.row("upload --once alone, start to exit", files_per_s=round(n / up_exit.seconds, 1),
+    s.row("upload --once, start to exit", files_per_s=round(n / up_exit.seconds, 1),
           MBps=mbps(nbytes, up_exit.seconds), seconds=round(up_exit.seconds, 2),
           connect_s=secs(connect))  # fmt: skip
 
