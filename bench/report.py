@@ -93,6 +93,7 @@ def machine() -> dict[str, Any]:
         "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "streamsend": streamsend.__version__,
+        "streamsend_path": str(Path(streamsend.__file__).parent),
         "commit": commit + ("+modified src" if dirty else ""),
     }
 
@@ -131,7 +132,7 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
         f"streamsend {m['streamsend']} at {m['commit'] or '?'}, confluent-kafka "
         f"{m['confluent_kafka']} (librdkafka {m['librdkafka']}), Python {m['python']}; "
         f"broker {meta['broker']['bootstrap']} ({meta['broker']['kind']}, message.max.bytes "
-        f"{meta['broker']['message_max_bytes']:,}); {meta['mode']} run",
+        f"{meta['broker']['message_max_bytes']:,}); {meta['mode']}",
         "",
         "Ratios",
     ]

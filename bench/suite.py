@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "machine": machine(),
         "broker": broker_info,
-        "mode": ("quick" if args.quick else "full") + (f", {args.repeat} runs" * (args.repeat > 1)),
+        "mode": ("quick run" if args.quick else "full run")
+        + (f", medians of {args.repeat} runs" if args.repeat > 1 else ""),
         "sections_run": args.names,
         # Settings the children inherit from the environment change what is measured.
         "environment": {k: v for k, v in os.environ.items() if k.startswith("STREAMSEND_")},
