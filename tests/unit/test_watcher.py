@@ -26,7 +26,14 @@ from streamsend.upload.scanner import Walk
 from streamsend.upload.selection import FileRules
 from streamsend.upload.service import Uploader
 from streamsend.upload.state import Version, version_of
-from streamsend.upload.watcher import IN_Q_OVERFLOW, Changes, Watcher, WatchUnavailable
+from streamsend.upload.watcher import (
+    IN_CREATE,
+    IN_ISDIR,
+    IN_Q_OVERFLOW,
+    Changes,
+    Watcher,
+    WatchUnavailable,
+)
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -219,6 +226,30 @@ def test_the_watch_limit_means_unavailable(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(WatchUnavailable, match="max_user_watches"):
         Watcher(tmp_path)
     assert fake.closed
+
+
+def test_a_new_directory_beyond_the_watch_limit_ends_the_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files would go unseen: the uploader must know, and scan instead."""
+    fake = LimitedINotify(1)
+    monkeypatch.setattr(watcher, "_open_inotify", lambda: fake)
+    w = Watcher(tmp_path)
+    (tmp_path / "new").mkdir()
+    with pytest.raises(WatchUnavailable, match="max_user_watches"):
+        w._handle(1, IN_CREATE | IN_ISDIR, "new")
+
+
+def test_input_dir_removed_is_lost_and_asks_for_a_full_scan(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    w = Watcher(root)
+    try:
+        root.rmdir()
+        found = collect(w, lambda c: c.rescan)
+        assert found.rescan and w.lost
+    finally:
+        w.close()
 
 
 def test_close_closes_the_descriptor(tmp_path: Path) -> None:
