@@ -312,6 +312,12 @@ def write_sized_files(root: Path, count: int, size: int, rng: random.Random) -> 
     return files
 
 
+def settle() -> None:
+    """Write back every dirty page (``sync``) before a measured step, so that no step pays
+    for the previous one's writes (the test data, the topic, the delivered files)."""
+    os.sync()
+
+
 def sha256_of(path: Path) -> str:
     with path.open("rb") as fp:
         return hashlib.file_digest(fp, "sha256").hexdigest()
@@ -391,7 +397,8 @@ class Kafka:
     topics: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        # Level 4: no notices (one per deleted topic) from the suite's own clients.
+        self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 4})
 
     def track(self, *topics: str) -> None:
         # Never twice: confluent-kafka 2.16 segfaults on a duplicate name in delete_topics.
@@ -416,7 +423,9 @@ class Kafka:
         return len(meta.partitions)
 
     def records_per_partition(self, topic: str) -> list[int]:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": unique("marks")})
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": unique("marks"), "log_level": 4}
+        )
         try:
             counts = []
             for p in range(self.partitions(topic)):

@@ -22,6 +22,7 @@ from bench.common import (
     Kafka,
     MiB,
     SourceFile,
+    settle,
     streamsend_cli,
     verify,
     wait_delivered,
@@ -155,6 +156,7 @@ class Bench:
         uploader: str = UPLOADER,
         extra: Sequence[str] = (),
     ) -> Uploaded:
+        settle()
         child = self.uploader(name, topic, input_dir, once=True, uploader=uploader, extra=extra)
         done = child.finish(self.timeout(nbytes, files))
         chunk = None
@@ -186,6 +188,7 @@ class Bench:
         """A downloader on a filled topic: time until every file is delivered, then its
         exit (0) and every byte checked. With ``idle_exit`` it exits by itself after
         --idle.exit.ms (not counted), else it is stopped with SIGTERM (faster)."""
+        settle()
         child = self.downloader(name, topic, out, idle_exit=idle_exit, extra=extra)
         nbytes = sum(f.size for f in files)
         at = wait_delivered(
@@ -214,6 +217,7 @@ class Bench:
         result = self.section_dir / f"{name}.json"
         cmd = [sys.executable, "-m", "bench.raw", *args, "--bootstrap", self.kafka.bootstrap,
                "--result", str(result)]  # fmt: skip
+        settle()
         child = Child(name, cmd, self.log(name))
         done = child.finish(timeout)
         return RawRun(done, child.started, json.loads(result.read_text()))

@@ -19,6 +19,7 @@ from bench.common import (
     SourceFile,
     human_size,
     percentile,
+    settle,
     sha256_of,
     unique,
     verify,
@@ -111,6 +112,7 @@ def small(b: Bench, s: Section) -> None:
     out = d / "out"
     down = b.downloader("download", topic, out, idle_exit=False)
     b.warm_up(topic, down, out)
+    settle()
     up = b.uploader("upload", topic, d / "in", once=True)
     at = wait_delivered(
         [[out / UPLOADER / f.relative] for f in files], [down, up], b.timeout(nbytes, n)
@@ -258,6 +260,7 @@ def group(b: Bench, s: Section) -> None:
         try:
             b.upload_once(f"upload-{members}", topic, d / "in", nbytes, n,
                           extra=["--topic.partitions", "4"])  # fmt: skip
+            settle()
         finally:
             for kid in kids:
                 kid.pause(resume=True)
