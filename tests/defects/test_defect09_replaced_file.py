@@ -15,6 +15,7 @@ from defect_runs import Cli, content
 from records import read_topic
 
 from harness import explain, wait_for
+from streamsend.wire.protocol import End, Pack, decode
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -25,9 +26,14 @@ def _kafka(action: str, cluster_dir: Path) -> None:
     assert done.returncode == 0, f"kafka {action}: {done.stderr}"
 
 
-def _end_records(cli: Cli, key: str) -> int:
-    records = read_topic(cli.bootstrap, cli.topic)
-    return sum(r.key == key.encode() and r.header("streamsend.type") == b"end" for r in records)
+def _end_records(cli: Cli, uploader: str, path: str) -> int:
+    """End records of the file, alone or inside pack records."""
+    found = 0
+    for r in read_topic(cli.bootstrap, cli.topic):
+        message = decode(list(r.headers), r.value)
+        for m in message.records() if isinstance(message, Pack) else [message]:
+            found += isinstance(m, End) and (m.uploader, m.path) == (uploader, path)
+    return found
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -73,7 +79,7 @@ def test_file_replaced_while_unacknowledged_is_not_deleted(
         finally:
             _kafka("up", cluster_dir)
 
-        wait_for(lambda: _end_records(cli, "up1/victim.txt"), 120, "version 1 on the topic")
+        wait_for(lambda: _end_records(cli, "up1", "victim.txt"), 120, "version 1 on the topic")
         time.sleep(5)  # the acknowledgement, after.upload, and a rescan that may send v2
     finally:
         rc = uploader.stop(60)

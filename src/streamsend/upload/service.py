@@ -697,6 +697,7 @@ class Uploader:
         name = self.settings.uploader_name
         inf = InFlight(cand, wire, new_transfer_id(), read=before)
         inf.sha256 = hashlib.sha256(data).hexdigest()
+        log.info("sending %r (%d bytes, packed)", cand.relative, cand.size)
         end = End(
             inf.transfer,
             name,
