@@ -4,14 +4,16 @@ bounded memory, and never of bytes that changed after they were handed over."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from streamsend.download.hashing import INLINE_BELOW, HashWorker, LaggingHash
+from streamsend.download.hashing import INLINE_BELOW, HashWorker, LaggingHash, StagedBytesMissing
 
 DATA = random.Random(8).randbytes(3 * 1024 * 1024 + 123)
 
@@ -182,3 +184,87 @@ def test_close_drops_what_is_queued() -> None:
     assert not closing.is_alive()
     with pytest.raises(RuntimeError):
         h.hexdigest()
+
+
+# -- bytes read back from a staged file ------------------------------------------------
+
+
+@pytest.fixture
+def staged_fd(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path / "staged", os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, DATA, 0)
+    yield fd
+    os.close(fd)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_staged_bytes_are_read_back_by_the_worker(worker: HashWorker, staged_fd: int) -> None:
+    h = worker.new_hash()
+    h.update(DATA[:1000])
+    h.update_from(staged_fd, 1000, len(DATA) - 1000 - 5)
+    h.update(DATA[-5:])
+    assert h.hexdigest() == hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_read_back_survives_the_caller_closing_its_descriptor(
+    worker: HashWorker, tmp_path: Path
+) -> None:
+    state = SlowState()
+    h = LaggingHash(worker, state)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    os.pwrite(fd, DATA, 0)
+    h.update_from(fd, 0, len(DATA))
+    os.close(fd)  # the staging area's LRU may close it: the worker has its own
+    state.go.set()
+    assert h.hexdigest() == hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_staged_file_shorter_than_recorded_is_reported(
+    worker: HashWorker, staged_fd: int
+) -> None:
+    h = worker.new_hash()
+    h.update_from(staged_fd, 0, len(DATA) + 1)
+    with pytest.raises(StagedBytesMissing):
+        h.hexdigest()
+
+
+def test_read_backs_hold_at_most_four_descriptors(staged_fd: int) -> None:
+    worker = HashWorker(limit=4 * INLINE_BELOW)
+    state = SlowState()
+    h = LaggingHash(worker, state)
+    before = open_fds()
+    try:
+        for _ in range(4):
+            h.update_from(staged_fd, 0, 10)
+        assert open_fds() == before + 4
+        fifth = threading.Thread(target=h.update_from, args=(staged_fd, 0, 10))
+        fifth.start()
+        time.sleep(0.2)
+        assert fifth.is_alive()
+        state.go.set()
+        fifth.join(10)
+        h.hexdigest()
+        assert open_fds() == before
+    finally:
+        state.go.set()
+        worker.close()
+
+
+def test_close_closes_the_descriptors_of_dropped_read_backs(staged_fd: int) -> None:
+    worker = HashWorker()
+    state = SlowState()
+    h = LaggingHash(worker, state)
+    before = open_fds()
+    h.update(b"a" * INLINE_BELOW)  # being hashed (blocked) when close() comes
+    h.update_from(staged_fd, 0, 10)
+    h.update_from(staged_fd, 10, 10)
+    assert open_fds() == before + 2
+    closing = threading.Thread(target=worker.close)
+    closing.start()
+    time.sleep(0.1)
+    state.go.set()
+    closing.join(10)
+    assert open_fds() == before

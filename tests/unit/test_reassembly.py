@@ -349,6 +349,26 @@ def test_hash_covers_only_contiguous_bytes_from_offset_zero() -> None:
     assert p.hasher.hexdigest() == hashlib.sha256(DATA[:100]).hexdigest()
 
 
+def test_unhashed_names_received_bytes_the_hash_skipped() -> None:
+    chunks = split(DATA, 100)
+    p = progress(len(DATA))
+    assert p.unhashed() == (0, 0)
+    p.accept_chunk(chunks[1])
+    p.accept_chunk(chunks[3])
+    assert p.unhashed() == (0, 0)  # nothing continues the (empty) prefix yet
+    p.accept_chunk(chunks[0])
+    assert p.unhashed() == (100, 200)  # chunk 1 arrived before the gap closed
+    p.accept_chunk(chunks[2])
+    assert p.unhashed() == (100, 400)
+
+
+def test_range_end_from_a_position() -> None:
+    r = RangeSet([(0, 10), (20, 30)])
+    ends = [r.end_from(x) for x in (0, 5, 10, 15, 20, 29, 30, 99)]
+    assert ends == [10, 10, 10, 15, 30, 30, 30, 99]
+    assert RangeSet().end_from(7) == 7
+
+
 def test_hash_of_an_in_order_transfer_is_complete_in_memory() -> None:
     p = progress(len(DATA))
     for chunk in split(DATA, 100):

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from streamsend.download import staging
-from streamsend.download.hashing import LaggingHash
+from streamsend.download.hashing import READ_BLOCK, LaggingHash
 from streamsend.download.reassembly import Transfer
-from streamsend.download.staging import DiskFull, StagingArea
+from streamsend.download.staging import DiskFull, StagingArea, VerificationFailed
 from streamsend.wire.protocol import End
 
 W = 64 * 1024
@@ -35,6 +35,11 @@ def area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StagingAre
     a = StagingArea(tmp_path / "out")
     yield a
     a.close()
+
+
+@pytest.fixture
+def out_part(tmp_path: Path) -> Path:
+    return tmp_path / "out" / ".streamsend" / "staging" / f"{T1}.part"
 
 
 class Calls:
@@ -212,3 +217,108 @@ def test_an_error_while_writing_back_fails_only_its_transfer(
     assert (out / "up" / "small.txt").read_bytes() == small
     assert not (out / "up" / "big.bin").exists()
     assert (out / ".streamsend" / "rejected" / f"{T1}.data").exists()
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    real = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        seen.append((offset, n))
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return seen
+
+
+def test_bytes_past_a_gap_are_hashed_once_it_closes(
+    area: StagingArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks from several partitions arrive slightly out of order: the hash catches up
+    from the staged file at the next write, so verification reads nothing back."""
+    reads = _reads(monkeypatch)
+    t = Transfer(T1, "up", "f.bin", len(DATA))
+    pieces = [(s, DATA[s : s + 10_000]) for s in range(0, len(DATA), 10_000)]
+    pieces[0], pieces[1] = pieces[1], pieces[0]
+    pieces[5], pieces[7] = pieces[7], pieces[5]
+    for start, piece in pieces:
+        area.write(t, start, piece)
+        t.record(start, piece)
+    assert reads == [(10_000, 10_000), (60_000, 20_000)]  # only what arrived early
+    assert t.hashed_upto == len(DATA)
+    reads.clear()
+    t.accept_end(end_of(t, DATA))
+    area.verify(t)
+    assert reads == []
+
+
+def test_verify_hashes_what_is_still_behind_a_gap(
+    area: StagingArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = Transfer(T1, "up", "f.bin", len(DATA))
+    pieces = [(s, DATA[s : s + 10_000]) for s in range(0, len(DATA), 10_000)]
+    for start, piece in reversed(pieces):
+        area.write(t, start, piece)
+        t.record(start, piece)
+    assert t.hashed_upto == 10_000  # the first piece came last: nothing to catch up yet
+    t.accept_end(end_of(t, DATA))
+    area.verify(t)
+    assert t.hashed_upto == len(DATA)
+
+
+@needs_sync_file_range
+def test_windows_ahead_of_the_hash_stay_cached_until_it_passes_them(
+    area: StagingArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition running ahead writes windows the hash cannot reach yet: they are not
+    dropped (the hash reads them back from the cache once the gap closes)."""
+    calls = Calls(monkeypatch)
+    t = Transfer(T1, "up", "f.bin", len(DATA))
+    ahead = [(s, DATA[s : min(s + 10_000, 3 * W)]) for s in range(W, 3 * W, 10_000)]
+    first = [(s, DATA[s : min(s + 10_000, W)]) for s in range(0, W, 10_000)]
+    for start, piece in ahead + first:
+        area.write(t, start, piece)
+        t.record(start, piece)
+    assert [c for c in calls.log if c[0] == "fadvise"] == []
+    assert t.hashed_upto == W  # the gap closed with the last write: caught up at the next
+    area.write(t, 3 * W, DATA[3 * W : 3 * W + 10_000])
+    assert t.hashed_upto == 3 * W
+    dropped = [c[1] for c in calls.log if c[0] == "fadvise"]
+    assert dropped == [0, W]
+
+
+BIG = random.Random(4).randbytes(4 * READ_BLOCK + 100)
+
+
+def test_large_read_backs_are_done_by_the_hash_worker(
+    area: StagingArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _reads(monkeypatch)
+    t = Transfer(T1, "up", "f.bin", len(BIG))
+    order = [1, 2, 0, 3, 4]  # blocks 1 and 2 wait for block 0
+    for i in order:
+        piece = BIG[i * READ_BLOCK : (i + 1) * READ_BLOCK]
+        area.write(t, i * READ_BLOCK, piece)
+        t.record(i * READ_BLOCK, piece)
+    assert t.hashed_upto == len(BIG)
+    t.accept_end(end_of(t, BIG))
+    area.verify(t)
+    assert reads == []  # neither the catch-up nor verification read on this thread
+
+
+def test_a_read_back_past_the_staged_file_fails_verification(
+    area: StagingArea, out_part: Path
+) -> None:
+    """The worker found fewer staged bytes than recorded (the file was cut under us)."""
+    t = Transfer(T1, "up", "f.bin", len(BIG))
+    area.write(t, 0, BIG)
+    t.record(0, BIG)
+    assert isinstance(t.hasher, LaggingHash)
+    fd = os.open(out_part, os.O_RDONLY)
+    try:
+        t.hasher.update_from(fd, len(BIG), 1)
+    finally:
+        os.close(fd)
+    t.accept_end(end_of(t, BIG))
+    with pytest.raises(VerificationFailed, match="shorter"):
+        area.verify(t)

@@ -73,6 +73,12 @@ class RangeSet:
     def last_end(self) -> int:
         return self._ends[-1] if self._ends else 0
 
+    def end_from(self, position: int) -> int:
+        """Where the range holding ``position`` ends: ``position`` itself when no range
+        holds it."""
+        i = bisect.bisect_right(self._starts, position) - 1
+        return self._ends[i] if i >= 0 and self._ends[i] > position else position
+
     def total(self) -> int:
         return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
 
@@ -86,7 +92,8 @@ class RangeSet:
 @dataclass
 class Transfer:
     """What has arrived of one transfer, whether it is complete, and the running hash of
-    its bytes from offset 0 (the rest is hashed from the staged file at delivery)."""
+    its bytes from offset 0 (bytes that arrived past a gap are hashed from the staged
+    file once the gap closes, see :meth:`unhashed`)."""
 
     transfer: str
     uploader: str
@@ -128,6 +135,12 @@ class Transfer:
             self.hashed_upto += len(data)
         self.dirty = True
         self.last_activity = time.time()
+
+    def unhashed(self) -> tuple[int, int]:
+        """Received bytes that continue the hashed prefix but were not hashed when they
+        arrived (before the gap in front of them closed): ``[hashed_upto, end)``, empty
+        when there are none. The staging area hashes them from the staged file."""
+        return self.hashed_upto, self.received.end_from(self.hashed_upto)
 
     def accept_chunk(self, chunk: Chunk) -> bool:
         """Record a chunk's new bytes without storing them; False when none were new."""

@@ -43,7 +43,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from streamsend.download import ledger
-from streamsend.download.hashing import HashWorker, LaggingHash
+from streamsend.download.hashing import (
+    READ_BLOCK,
+    HashWorker,
+    LaggingHash,
+    StagedBytesMissing,
+)
 from streamsend.download.reassembly import RangeSet, Transfer
 from streamsend.errors import EnvironmentProblem
 from streamsend.wire.paths import UnsafePath
@@ -51,7 +56,6 @@ from streamsend.wire.paths import UnsafePath
 log = logging.getLogger(__name__)
 
 Faults = Callable[[str], None]
-HASH_BLOCK = 1 << 20
 DEFAULT_MAX_OPEN = 128
 LEDGER_COMPACT_BYTES = 32 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -148,6 +152,7 @@ class StagingArea:
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._hashes = HashWorker()
         self._write_behind = _libc_sync_file_range is not None
+        self._behind: dict[str, int] = {}  # transfer -> staged bytes below it dropped
         self._ledger_pending: list[str] = []
         self._dirs_to_sync: dict[tuple[str, ...], int] = {}
         opened: list[int] = []
@@ -209,6 +214,7 @@ class StagingArea:
             return os.open(name, flags, mode, dir_fd=dir_fd)
 
     def _close(self, transfer: str) -> None:
+        self._behind.pop(transfer, None)
         fd = self._fds.pop(transfer, None)
         if fd is not None:
             os.close(fd)
@@ -227,38 +233,80 @@ class StagingArea:
             while written < len(view):
                 self.faults("write")
                 written += os.pwrite(fd, view[written:], offset + written)
-            self._write_behind_window(fd, offset, offset + written)
         except OSError as exc:
-            if exc.errno in _NO_SPACE:
-                needed = max(len(view), t.declared_size - t.received.total())
-                raise DiskFull(needed, repr(t.label), t.transfer) from exc
-            if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EOVERFLOW):
-                raise Unstorable(f"cannot write at offset {offset}: {exc.strerror}") from exc
-            raise
+            raise self._write_error(exc, t, offset, len(view)) from exc
         if not isinstance(t.hasher, LaggingHash):
             t.hasher = self._hashes.new_hash(t.hasher)
+        # Bytes that arrived before the gap in front of them closed are hashed now, while
+        # they are still cached, instead of all at once by verify(): a file whose chunks
+        # come from several partitions is then hashed as it arrives too.
+        start, stop = t.unhashed()
+        if stop > start:
+            self._hash_staged(t, fd, stop)
+        try:
+            self._write_behind_windows(t, fd, offset, offset + written)
+        except OSError as exc:
+            raise self._write_error(exc, t, offset, len(view)) from exc
 
-    def _write_behind_window(self, fd: int, start: int, end: int) -> None:
-        """When bytes ``[start, end)`` just completed a window, start writing it back and
-        wait for (then drop from the cache) the window before it. Raises OSError: an
-        error seen here is consumed from the file (a later fsync would not report it
-        again), so it must fail the write like an error of pwrite itself."""
+    def _write_error(self, exc: OSError, t: Transfer, offset: int, size: int) -> Exception:
+        """What an error storing ``size`` bytes of ``t`` at ``offset`` means here."""
+        if exc.errno in _NO_SPACE:
+            needed = max(size, t.declared_size - t.received.total())
+            return DiskFull(needed, repr(t.label), t.transfer)
+        if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EOVERFLOW):
+            return Unstorable(f"cannot write at offset {offset}: {exc.strerror}")
+        return exc
+
+    def _hash_staged(self, t: Transfer, fd: int, upto: int) -> bool:
+        """Feed the running hash of ``t`` from its staged bytes up to ``upto``: read back
+        by the hash worker when there is a block or more (and a descriptor to spare),
+        else here. False when the staged file ends before ``upto`` (a read-back by the
+        worker reports that at ``hexdigest()``: StagedBytesMissing)."""
+        if not isinstance(t.hasher, LaggingHash):
+            t.hasher = self._hashes.new_hash(t.hasher)
+        if upto - t.hashed_upto >= READ_BLOCK:
+            try:
+                t.hasher.update_from(fd, t.hashed_upto, upto - t.hashed_upto)
+            except OSError as exc:
+                if exc.errno not in _NO_DESCRIPTORS:
+                    raise
+            else:
+                t.hashed_upto = upto
+                return True
+        while t.hashed_upto < upto:
+            block = os.pread(fd, min(READ_BLOCK, upto - t.hashed_upto), t.hashed_upto)
+            if not block:
+                return False
+            t.hasher.update(block)
+            t.hashed_upto += len(block)
+        return True
+
+    def _write_behind_windows(self, t: Transfer, fd: int, start: int, end: int) -> None:
+        """Start writing back the window that bytes ``[start, end)`` completed; wait for,
+        then drop from the cache, every window both hashed (nothing reads it back) and a
+        window behind the newest bytes (its write-back had time to run). Raises OSError:
+        an error the wait reports is consumed from the file (a later fsync would not
+        report it again), so it must fail the write like an error of pwrite itself."""
+        if not self._write_behind or _libc_sync_file_range is None:
+            return
         window = WRITE_BEHIND_WINDOW
         boundary = end - end % window
-        if not self._write_behind or boundary <= start or _libc_sync_file_range is None:
-            return
+        limit = min(t.hashed_upto, max(end, t.received.last_end()) - window)
+        limit -= limit % window
+        done = self._behind.get(t.transfer, 0)
         try:
-            self._sync_file_range(fd, boundary - window, window, _SYNC_FILE_RANGE_WRITE)
-            if boundary >= 2 * window:
-                previous = boundary - 2 * window
+            if boundary > start:
+                self._sync_file_range(fd, boundary - window, window, _SYNC_FILE_RANGE_WRITE)
+            for behind in range(done, limit, window):
                 self._sync_file_range(
                     fd,
-                    previous,
+                    behind,
                     window,
                     _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE
                     | _SYNC_FILE_RANGE_WAIT_AFTER,
                 )  # fmt: skip
-                os.posix_fadvise(fd, previous, window, os.POSIX_FADV_DONTNEED)
+                os.posix_fadvise(fd, behind, window, os.POSIX_FADV_DONTNEED)
+                self._behind[t.transfer] = behind + window
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED:
                 raise
@@ -288,15 +336,13 @@ class StagingArea:
             raise VerificationFailed(f"{size} bytes staged, the uploader sent {end.size}")
         if size < end.size:
             os.ftruncate(fd, end.size)  # an empty file or trailing gap is not a short read
-        if t.hashed_upto < end.size and not isinstance(t.hasher, LaggingHash):
-            t.hasher = self._hashes.new_hash(t.hasher)  # the next block is read meanwhile
-        while t.hashed_upto < end.size:
-            block = os.pread(fd, min(HASH_BLOCK, end.size - t.hashed_upto), t.hashed_upto)
-            if not block:
-                raise VerificationFailed("staged data is shorter than the file")
-            t.hasher.update(block)
-            t.hashed_upto += len(block)
-        digest = t.hasher.hexdigest()
+        short = VerificationFailed("staged data is shorter than the file")
+        if not self._hash_staged(t, fd, end.size):
+            raise short
+        try:
+            digest = t.hasher.hexdigest()
+        except StagedBytesMissing as exc:
+            raise short from exc
         if digest != end.sha256:
             raise VerificationFailed(f"SHA-256 mismatch: expected {end.sha256}, got {digest}")
         os.fchmod(fd, end.mode & 0o777)
