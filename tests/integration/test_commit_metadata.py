@@ -8,7 +8,7 @@ import pytest
 from harness import create_topic
 from streamsend.config.loader import resolve
 from streamsend.config.settings import DownloaderSettings
-from streamsend.download.service import DELIVERED_PREFIX, ID_CHARS, METADATA_LIMIT
+from streamsend.download.offsets import DELIVERED_PREFIX, ID_CHARS, METADATA_LIMIT
 from streamsend.transport.kafka_clients import KafkaTransport
 
 

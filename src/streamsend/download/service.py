@@ -26,6 +26,7 @@ from typing import Any
 
 from streamsend.config.settings import DownloaderSettings
 from streamsend.download import ledger
+from streamsend.download.offsets import OffsetBook
 from streamsend.download.reassembly import Transfer
 from streamsend.download.staging import (
     LEDGER_COMPACT_BYTES,
@@ -59,14 +60,6 @@ DONE_LIMIT = 200_000
 JOIN_WAIT = 60.0
 # Transfers refused or with unsafe paths: remembered to log each once; bounded.
 REFUSED_LIMIT = 100_000
-# Committed offset metadata: the ids of transfers delivered from records after the
-# committed offset (see _safe_offsets); whole ids, as a shortened one that matched another
-# transfer would make a reader skip a file it must deliver. Brokers refuse metadata over
-# offset.metadata.max.bytes (4096 by default): about 120 ids.
-DELIVERED_PREFIX = "streamsend-delivered:"
-METADATA_LIMIT = 4000
-ID_CHARS = 32
-NOT_SEEN = 1 << 63  # the last offset of a transfer named in metadata, before we meet it
 
 
 def _no_faults(_step: str) -> None:
@@ -134,20 +127,7 @@ class Downloader:
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
         self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, bytes held]
-        # Offsets: the next record to read per partition, what was last committed, and
-        # for each unfinished transfer the first offset at which this run met it on each
-        # partition. A commit never passes a transfer's first record (the "safe offset"):
-        # whoever reads the partition next, another member of the group after a
-        # rebalance or a crash, meets the whole transfer again.
-        self._consumed: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, tuple[int, str]] = {}
-        # Per transfer and partition: [first, last] offset of its records met by this run.
-        self._spans: dict[str, dict[TopicPartition, list[int]]] = {}
-        # Per partition: transfers delivered (here, or by the member that committed
-        # before us) whose records may lie after the safe offset -> their last offset.
-        # Committed as metadata, so whoever reads past the safe offset next skips them:
-        # a rebalance without a crash delivers each file once in the group.
-        self._delivered_after: dict[TopicPartition, dict[str, int]] = {}
+        self.offsets = OffsetBook()  # what may be committed (download/offsets.py)
         self._consumer: Consumer | None = None
         self._assigned: set[TopicPartition] = set()
         self._whole_topic: bool | None = None  # known once a spread transfer is met
@@ -231,7 +211,7 @@ class Downloader:
             if record is not None:
                 if not self._with_space(consumer, functools.partial(self._handle, record)):
                     break  # stopped while waiting for disk space; not committed
-                self._consumed[(record.topic, record.partition)] = record.offset + 1
+                self.offsets.consumed((record.topic, record.partition), record.offset)
                 # Idle means no record: time spent storing one (or paused on a full disk
                 # for it) is not, so the clock starts when it is done.
                 now = last_message = time.monotonic()
@@ -367,8 +347,7 @@ class Downloader:
                 self._reject(t, str(exc))
                 continue
             batch.pop(0)
-            for where, (_, last) in self._spans.get(t.transfer, {}).items():
-                self._delivered_after.setdefault(where, {})[t.transfer] = last
+            self.offsets.delivered(t.transfer)
             self._untrack(t)
             self.done[t.transfer] = now
             end = t.end
@@ -392,37 +371,14 @@ class Downloader:
         if self.staging.ledger_size() > LEDGER_COMPACT_BYTES:
             # Every staged range is durable and recorded right now: safe to rewrite.
             self.staging.rewrite_ledger(self._compact_lines())
-        offsets, metadata = self._safe_offsets()
+        offsets, metadata = self.offsets.to_commit()
         if offsets:
             try:
                 consumer.commit(offsets, metadata)
             except CommitFailed as exc:
                 log.warning("offset commit failed (records will be replayed): %s", exc)
             else:
-                for where, at in offsets.items():
-                    self._committed[where] = (at, metadata[where])
-
-    def _safe_offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, str]]:
-        """Per partition: the next record to read, held back to the first record of any
-        transfer not yet delivered, and the metadata naming the transfers delivered from
-        records after it; only the partitions where either changed."""
-        safe = dict(self._consumed)
-        for spans in self._spans.values():
-            for where, (first, _) in spans.items():
-                if where in safe and first < safe[where]:
-                    safe[where] = first
-        offsets: dict[TopicPartition, int] = {}
-        metadata: dict[TopicPartition, str] = {}
-        for where, at in safe.items():
-            delivered = self._delivered_after.get(where, {})
-            for transfer in [t for t, last in delivered.items() if last < at]:
-                del delivered[transfer]  # wholly before the offset: never read again
-            newest = sorted(delivered, key=delivered.__getitem__, reverse=True)
-            room = (METADATA_LIMIT - len(DELIVERED_PREFIX)) // (ID_CHARS + 1)
-            meta = DELIVERED_PREFIX + ",".join(newest[:room]) if newest else ""
-            if self._committed.get(where) != (at, meta):
-                offsets[where], metadata[where] = at, meta
-        return offsets, metadata
+                self.offsets.committed(offsets, metadata)
 
     def _compact_lines(self) -> list[str]:
         state = ledger.LedgerState(staged=self.transfers, done=self.done)
@@ -457,10 +413,7 @@ class Downloader:
         self._assigned.update(parts)
         self._whole_topic = None
         if self._consumer is not None and parts:
-            for where, meta in self._consumer.committed_metadata(parts).items():
-                if meta.startswith(DELIVERED_PREFIX):
-                    ids = meta[len(DELIVERED_PREFIX) :].split(",")
-                    self._delivered_after[where] = dict.fromkeys(ids, NOT_SEEN)
+            self.offsets.assigned(self._consumer.committed_metadata(parts))
 
     def _on_revoke(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
         def revoke(parts: list[TopicPartition]) -> None:
@@ -468,19 +421,9 @@ class Downloader:
                 self._checkpoint(consumer)
             except DiskFull as full:
                 log.warning("checkpoint at revocation postponed, output.dir is full (%s)", full)
-            # Whoever reads these partitions next starts at their safe offsets; should
-            # they come back here, this downloader does the same (its staged bytes make
-            # the replayed chunks duplicates, not rewrites).
-            gone = set(parts)
-            self._assigned -= gone
+            self.offsets.revoked(parts)
+            self._assigned -= set(parts)
             self._whole_topic = None
-            for where in gone:
-                self._consumed.pop(where, None)
-                self._committed.pop(where, None)
-                self._delivered_after.pop(where, None)
-            for spans in self._spans.values():
-                for where in gone & spans.keys():
-                    del spans[where]
 
         return revoke
 
@@ -533,17 +476,7 @@ class Downloader:
 
     def _handle_record(self, record: Record, rec: Received) -> None:
         where = (rec.topic, rec.partition)
-        delivered = self._delivered_after.get(where)
-        if delivered is not None and record.transfer in delivered:
-            # Delivered already, here or by the group member that read this before.
-            last = delivered[record.transfer]
-            delivered[record.transfer] = rec.offset if last == NOT_SEEN else max(last, rec.offset)
-            self.stats.duplicates += 1
-            return
-        if record.transfer in self.done:
-            # Finished here (before a restart, perhaps): named in the metadata too, so
-            # that the next reader of the partition skips it as well.
-            self._delivered_after.setdefault(where, {})[record.transfer] = rec.offset
+        if self.offsets.skip(record.transfer, where, rec.offset, record.transfer in self.done):
             self.stats.duplicates += 1
             return
         if record.transfer in self._ignored:
@@ -554,10 +487,7 @@ class Downloader:
             parts = self._checked_path(record)
             self._apply(record, parts)
             if record.transfer in self.transfers:
-                span = self._spans.setdefault(record.transfer, {}).setdefault(
-                    where, [rec.offset] * 2
-                )
-                span[1] = rec.offset
+                self.offsets.met(record.transfer, where, rec.offset)
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
             self._ignore(record.transfer)
@@ -669,7 +599,7 @@ class Downloader:
         usage[1] += t.received.total()
 
     def _untrack(self, t: Transfer) -> None:
-        self._spans.pop(t.transfer, None)
+        self.offsets.unfinished(t.transfer)
         if self.transfers.pop(t.transfer, None) is None:
             return
         usage = self._usage[t.uploader]
