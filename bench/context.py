@@ -109,6 +109,8 @@ class Bench:
         self.features = features
         self.cli = streamsend_cli()
         self.section_dir = work
+        self.run_index = 0  # which run of a repeated section this is
+        self.memo: dict[str, int] = {}  # what one run learned for the next (chunk size)
 
     def enter(self, section: str) -> Path:
         self.section_dir = self.work / section

@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bench.common import (
     BenchFailure,
     Child,
+    Exit,
     SourceFile,
     human_size,
     percentile,
@@ -34,6 +36,7 @@ from bench.context import (
     CONNECTED,
     UPLOADER,
     Bench,
+    RawRun,
     fail_unless,
     mbps,
     mib,
@@ -43,6 +46,7 @@ from bench.context import (
 from bench.report import Section
 
 SectionFn = Callable[[Bench, Section], None]
+T = TypeVar("T")
 
 
 def large(b: Bench, s: Section) -> None:
@@ -50,21 +54,31 @@ def large(b: Bench, s: Section) -> None:
     size, partitions = b.sizes.large, 1
     d = b.enter(s.name)
     src = write_random(d / "in" / "large.bin", size, random.Random(1))
-    topic = unique("large")
+    topic, raw_topic = unique("large"), unique("raw")
+    b.kafka.create_topic(raw_topic, partitions)
+    limit = b.kafka.message_limit()
+
+    def raw_producer(chunk: int) -> RawRun:
+        run = b.raw_produce("raw-producer", raw_topic, d / "in" / "large.bin", chunk, limit)
+        fail_unless(run.result["bytes"] == size, "the raw producer did not send the whole file")
+        return run
+
+    # Every other run measures the raw clients first, so that neither side always goes
+    # first; the raw producer needs the uploader's chunk size, learnt in the first run.
+    raw_first = b.run_index % 2 == 1 and "chunk" in b.memo
+    producer = raw_producer(b.memo["chunk"]) if raw_first else None
     up = b.upload_once("upload", topic, d / "in", size, extra=["--topic.partitions", "1"])
+    down = b.download_all("download", topic, d / "out", [src]) if raw_first else None
     # The raw consumer reads the topic the uploader filled: the same bytes, messages and
-    # partitions the downloader will read.
+    # partitions the downloader reads.
     bounded = b.raw_consume("raw-consumer-bounded", topic, bounded=True, nbytes=size)
     free = b.raw_consume("raw-consumer-defaults", topic, bounded=False, nbytes=size)
     chunk = int(bounded.result["largest_value"])
     messages = int(bounded.result["messages"])
     fail_unless(messages >= -(-size // chunk), f"{messages} records on {topic} for {size} bytes")
-    raw_topic = unique("raw")
-    b.kafka.create_topic(raw_topic, partitions)
-    limit = b.kafka.message_limit()
-    producer = b.raw_produce("raw-producer", raw_topic, d / "in" / "large.bin", chunk, limit)
-    fail_unless(producer.result["bytes"] == size, "the raw producer did not send the whole file")
-    down = b.download_all("download", topic, d / "out", [src])
+    fail_unless(chunk == b.memo.setdefault("chunk", chunk), "the uploader's chunk size changed")
+    producer = producer or raw_producer(chunk)
+    down = down or b.download_all("download", topic, d / "out", [src])
 
     s.setup.update(file=human_size(size), partitions=partitions, chunk_bytes=chunk,
                    records=messages, broker_message_max_bytes=limit,
@@ -202,26 +216,29 @@ def partitions(b: Bench, s: Section) -> None:
     else:
         s.notes.append("`streamsend upload --help` lists no --partitioning: chunk row skipped")
     s.setup.update(file=human_size(size))
-    base: dict[str, float | None] = {}
-    for count, mode in variants:
-        label = f"{count} partition{'s' * (count > 1)}, partitioning {mode or 'default'}"
+    measured: dict[tuple[int, str | None], tuple[float | None, float | None, str]] = {}
+    for count, mode in rotated(variants, b.run_index):
         tag = f"p{count}-{mode or 'default'}"
         topic = unique(tag)
         extra = ["--topic.partitions", str(count), *(["--partitioning", mode] if mode else [])]
         up = b.upload_once(f"upload-{tag}", topic, d / "in", size, extra=extra)
         spread = "/".join(map(str, b.kafka.records_per_partition(topic)))
         down = b.download_all(f"download-{tag}", topic, d / f"out-{tag}", [src])
-        for side, value in (
-            ("upload", mbps(size, up.exit.seconds)),
-            ("download", mbps(size, down.delivered_s)),
-        ):
-            first = side not in base
-            base.setdefault(side, value)
-            s.row(f"{side}, {label}", None if first else ratio(value, base[side]),
-                  "" if first else f"{side}, 1 partition",
-                  MBps=value, note=f"records per partition {spread}")  # fmt: skip
+        measured[count, mode] = (mbps(size, up.exit.seconds), mbps(size, down.delivered_s), spread)
         shutil.rmtree(d / f"out-{tag}")
         b.kafka.delete_all()
+    base = measured[1, None]
+    for count, mode in variants:
+        label = f"{count} partition{'s' * (count > 1)}, partitioning {mode or 'default'}"
+        up_mbps, down_mbps, spread = measured[count, mode]
+        for side, value, reference in (
+            ("upload", up_mbps, base[0]),
+            ("download", down_mbps, base[1]),
+        ):
+            first = (count, mode) == (1, None)
+            s.row(f"{side}, {label}", None if first else ratio(value, reference),
+                  "" if first else f"{side}, 1 partition",
+                  MBps=value, note=f"records per partition {spread}")  # fmt: skip
 
 
 def group(b: Bench, s: Section) -> None:
@@ -237,8 +254,8 @@ def group(b: Bench, s: Section) -> None:
     files = write_sized_files(d / "in", n, size, random.Random(7))
     nbytes = n * size
     s.setup.update(files=n, file=human_size(size), partitions=4)
-    one_rate = None
-    for members in (1, 2):
+    rows: dict[int, tuple[float, list[Exit], str, str]] = {}
+    for members in rotated([1, 2], b.run_index):
         topic = unique(f"group{members}")
         b.kafka.create_topic(topic, 4)
         group_id = unique("group-id")
@@ -272,24 +289,29 @@ def group(b: Bench, s: Section) -> None:
         )
         exits = [kid.expect(kid.stop()) for kid in kids]
         held = verify(files, [out / UPLOADER for out in outs])  # exactly one place each
-        took = at - started
-        rate = n / took
         spread = "/".join(map(str, b.kafka.records_per_partition(topic)))
-        if members == 1:
-            one_rate = rate
-            s.row("1 downloader", files_per_s=round(rate, 1), MBps=mbps(nbytes, took),
-                  seconds=round(took, 2), peak_RSS_MiB=mib(exits[0].peak_rss),
-                  note=f"records per partition {spread}")  # fmt: skip
-        else:
-            split = "/".join(str(held[out / UPLOADER]) for out in outs)
-            s.row("2 downloaders, one group.id", ratio(rate, one_rate), "1 downloader",
-                  files_per_s=round(rate, 1), MBps=mbps(nbytes, took), seconds=round(took, 2),
-                  peak_RSS_MiB=mib(max(e.peak_rss for e in exits)),
-                  note=f"files per member {split}, each file in exactly one")  # fmt: skip
+        split = "/".join(str(held[out / UPLOADER]) for out in outs)
+        rows[members] = (at - started, exits, spread, split)
         for out in outs:
             shutil.rmtree(out)
+    one, exits, spread, _ = rows[1]
+    s.row("1 downloader", files_per_s=round(n / one, 1), MBps=mbps(nbytes, one),
+          seconds=round(one, 2), peak_RSS_MiB=mib(exits[0].peak_rss),
+          note=f"records per partition {spread}")  # fmt: skip
+    two, exits, _, split = rows[2]
+    s.row("2 downloaders, one group.id", ratio(one, two), "1 downloader",
+          files_per_s=round(n / two, 1), MBps=mbps(nbytes, two), seconds=round(two, 2),
+          peak_RSS_MiB=mib(max(e.peak_rss for e in exits)),
+          note=f"files per member {split}, each file in exactly one")  # fmt: skip
     s.notes.append("members join an empty topic first; time runs from resuming them on a "
                    "filled topic until every file is delivered")  # fmt: skip
+
+
+def rotated(items: list[T], by: int) -> list[T]:
+    """The order of a section's variants in its ``by``-th run, so that no variant always
+    runs first (or last) when a section is repeated."""
+    k = by % len(items)
+    return items[k:] + items[:k]
 
 
 def funnel(b: Bench, s: Section) -> None:

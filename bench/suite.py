@@ -100,6 +100,7 @@ def run_section(bench: Bench, name: str, repeat: int) -> Section:
     for attempt in range(repeat):
         section = Section(name, title)
         runs.append(section)
+        bench.run_index = attempt
         try:
             fn(bench, section)
             if section.status == "not run":
