@@ -397,8 +397,15 @@ class Kafka:
     topics: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # Level 4: no notices (one per deleted topic) from the suite's own clients.
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 4})
+        self.admin = AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap,
+                # A producer-type client's metadata refresh would otherwise have the broker
+                # create again (auto.create.topics.enable) every topic it has deleted.
+                "allow.auto.create.topics": False,
+                "log_level": 4,  # no notice for each topic deleted
+            }
+        )
 
     def track(self, *topics: str) -> None:
         # Never twice: confluent-kafka 2.16 segfaults on a duplicate name in delete_topics.
