@@ -225,3 +225,14 @@ def test_similar_names_spread_over_partitions() -> None:
     """The defect CRC-32 had: f0.bin ... f11.bin all but landed on one partition."""
     used = {file_partition("up", f"big{i}.bin", 4) for i in range(12)}
     assert used == {0, 1, 2, 3}
+
+
+def test_a_stream_codec_gives_up_on_incompressible_data_and_resumes_never() -> None:
+    codec = Codec("zstd").stream()
+    assert codec.compress(TEXT) is not None
+    assert codec.compress(os.urandom(4096)) is None
+    assert codec.compress(TEXT) is not None  # one miss is not enough
+    assert codec.compress(os.urandom(4096)) is None
+    assert codec.compress(os.urandom(4096)) is None
+    assert codec.compress(TEXT) is None  # two in a row: the rest goes as it is
+    assert Codec("zstd").compress(TEXT) is not None  # only that stream gave up

@@ -137,6 +137,7 @@ class InFlight:
     closed: bool = False  # End or Abort produced: nothing more will be
     aborted: str | None = None
     sha256: str = ""
+    codec: Codec = NO_CODEC  # this file's values' codec (it gives up on incompressible data)
 
 
 @dataclass
@@ -614,7 +615,7 @@ class Uploader:
         before = identity(os.fstat(fd))
         if before != cand.identity:
             return  # changed since the scan: the next scan sees the new version
-        inf = InFlight(cand, wire, new_transfer_id(), read=before)
+        inf = InFlight(cand, wire, new_transfer_id(), read=before, codec=self.codec.stream())
         self.inflight[wire] = inf
         name, size = self.settings.uploader_name, cand.size
         chunk = self.sizing.chunk_bytes
@@ -800,7 +801,7 @@ class Uploader:
     ) -> None:
         if self.producer is None:  # dry run
             return
-        key, headers, value = encode(record, self.codec)
+        key, headers, value = encode(record, inf.codec)
         on_ack = functools.partial(self._delivered, inf)
         # Counted before it is queued: its acknowledgement may be served while sending.
         inf.outstanding += 1

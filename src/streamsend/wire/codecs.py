@@ -27,6 +27,10 @@ _LEVELS: dict[str, int | None] = {"zstd": 1, "lz4": 1, "gzip": 1, "snappy": None
 _MODULES: dict[str, ModuleType] = {name: getattr(cramjam, name) for name in CODECS}
 # A record is sent compressed only when that saves at least this fraction of it.
 MIN_SAVING = 1 / 32
+# A file whose first values of a stream did not shrink is sent uncompressed from there on:
+# trying costs the uploader (gzip compresses random data at ~70 MB/s), and media,
+# archives and encrypted files are incompressible from the first chunk to the last.
+GIVE_UP_AFTER = 2
 
 
 class Codec:
@@ -47,6 +51,24 @@ class Codec:
         if len(packed) > len(data) * (1 - MIN_SAVING):
             return None
         return bytes(packed)
+
+    def stream(self) -> Codec:
+        """A codec for the values of one file, which stops trying after
+        GIVE_UP_AFTER values in a row that did not shrink."""
+        return _StreamCodec(self.name) if self.name != NONE else self
+
+
+class _StreamCodec(Codec):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._misses = 0
+
+    def compress(self, data: bytes) -> bytes | None:
+        if self._misses >= GIVE_UP_AFTER:
+            return None
+        packed = super().compress(data)
+        self._misses = 0 if packed is not None else self._misses + 1
+        return packed
 
 
 NO_CODEC = Codec(NONE)
