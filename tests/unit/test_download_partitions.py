@@ -145,3 +145,15 @@ def test_compressed_chunks_of_every_codec_are_rebuilt(tmp_path: Path) -> None:
     run(tmp_path / "out", broker)
     for codec in ("zstd", "lz4", "gzip", "snappy"):
         assert (tmp_path / "out" / "up" / f"{codec}.log").read_bytes() == text
+
+
+def test_a_pack_larger_than_the_transfer_cap_is_delivered_whole(tmp_path: Path) -> None:
+    """Found by the benchmark: files of a pack are verified at once and wait for their
+    delivery round; counted as unfinished transfers, a pack of 1,000 small files hit
+    staging.max.transfers.per.uploader and the rest of the files were refused."""
+    broker = MemoryBroker()
+    broker.create(TOPIC, 1)
+    files = tuple(_packed(n, f"f{n}.txt", b"file %d" % n) for n in range(1, 31))
+    put(broker, Pack("up", files), 0)
+    d = run(tmp_path / "out", broker, staging_max_transfers_per_uploader="10")
+    assert (d.stats.delivered, d.stats.refused) == (30, 0)

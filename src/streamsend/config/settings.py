@@ -292,9 +292,10 @@ class DownloaderSettings(CommonSettings):
     staging_max_transfers_per_uploader: int = setting(
         "staging.max.transfers.per.uploader",
         1000,
-        "Unfinished transfers one uploader may have in staging at once; a transfer beyond it "
-        "is refused (logged, nothing staged), so one uploader, or someone writing records in "
-        "its name, cannot take the staging area from the others.",
+        "Unfinished transfers one uploader may have in staging at once (verified files "
+        "waiting for their delivery round do not count); a transfer beyond it is refused "
+        "(logged, nothing staged), so one uploader, or someone writing records in its name, "
+        "cannot take the staging area from the others.",
         minimum=1,
         maximum=10_000_000,
     )

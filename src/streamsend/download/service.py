@@ -126,7 +126,8 @@ class Downloader:
         self._ready: list[tuple[Transfer, tuple[str, ...]]] = []
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
-        self._usage: dict[str, list[int]] = {}  # uploader -> [transfers, bytes held]
+        # Uploader -> [unfinished transfers, bytes they hold]; verified ones not counted.
+        self._usage: dict[str, list[int]] = {}
         self.offsets = OffsetBook()  # what may be committed (download/offsets.py)
         self._consumer: Consumer | None = None
         self._assigned: set[TopicPartition] = set()
@@ -583,9 +584,10 @@ class Downloader:
         except VerificationFailed as exc:
             self._reject(t, str(exc))
             return
+        # It is now a delivery, no longer an unfinished transfer: it counts against
+        # neither cap (a pack verifies hundreds of files at once, before their round).
+        self._release(t)
         t.verified = True
-        # Its bytes now belong to a delivery, no longer to an unfinished transfer.
-        self._usage[t.uploader][1] -= t.received.total()
         if not self._ready:
             self._ready_since = time.monotonic()
         self._ready.append((t, parts))
@@ -602,10 +604,14 @@ class Downloader:
         self.offsets.unfinished(t.transfer)
         if self.transfers.pop(t.transfer, None) is None:
             return
+        if not t.verified:
+            self._release(t)
+
+    def _release(self, t: Transfer) -> None:
+        """``t`` no longer counts against its uploader's staging caps."""
         usage = self._usage[t.uploader]
         usage[0] -= 1
-        if not t.verified:
-            usage[1] -= t.received.total()
+        usage[1] -= t.received.total()
         if usage[0] == 0:
             del self._usage[t.uploader]
 
