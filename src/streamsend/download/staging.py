@@ -18,12 +18,13 @@ so thousands of concurrent transfers never exhaust file descriptors.
 Every durable step calls ``faults(step)`` first: a no-op in production, the seam through
 which tests stop the downloader exactly before that step.
 
-Two things keep the write path fast without weakening any of that (see
-docs/performance-profile-notes.md): a transfer's running SHA-256 is computed on a worker
-thread (``hashing.py``) while this thread polls and writes; and a large staged file is
-written behind and dropped behind, window by window (``sync_file_range`` then
+Three things keep the write path fast without weakening any of that (issue 8): a
+transfer's running SHA-256 is computed on a worker thread (``hashing.py``) while this
+thread polls and writes; bytes that arrived past a gap are hashed (read back by that
+worker) as soon as the gap closes, so verification re-reads nothing; and a large staged
+file is written behind and dropped behind, window by window (``sync_file_range`` then
 ``POSIX_FADV_DONTNEED``), so the page cache it holds, and the work left for the fsync of a
-checkpoint or delivery, stay bounded whatever the file's size. Neither is a durable step:
+checkpoint or delivery, stay bounded whatever the file's size. None is a durable step:
 durability still comes only from the fsync or syncfs of :meth:`StagingArea.sync`.
 """
 
