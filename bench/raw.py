@@ -33,6 +33,7 @@ BOUNDED = {
     "queued.max.messages.kbytes": 32768,
     "fetch.queue.backoff.ms": 20,
     "fetch.max.bytes": 16 * 1024 * 1024,
+    "fetch.wait.max.ms": 50,
 }
 
 
