@@ -224,9 +224,15 @@ def test_spread_files_are_refused_by_a_member_of_a_larger_group(
     age(source / "spread.bin")
     up = pipeline.upload(source, partitioning="chunk", binary_chunk_size_bytes=CHUNK)
     assert up.returncode == 0, explain(up)
-    for member in members:
-        assert member.wait(60) == 2, member.output()
-        assert "give each downloader its own group.id" in member.output()
+    # Each member refuses when it meets a spread record while sharing the group. A member
+    # that meets none before the other has left owns every partition by then, and may
+    # rebuild the file instead: either is right, as long as one refused and none lost it.
+    wait_for(lambda: any(m.proc.poll() is not None for m in members), 60, "a refusal")
+    codes = [m.stop(30) for m in members]
+    refused = [m for m, rc in zip(members, codes, strict=True) if rc == 2]
+    assert refused, [m.output()[-2000:] for m in members]
+    assert all("give each downloader its own group.id" in m.output() for m in refused)
+    assert all(rc in (0, 2) for rc in codes), codes
     # Nothing was lost: a downloader with a group of its own rebuilds the file.
     out = tmp_path / "alone"
     down = pipeline.download(out)
