@@ -43,6 +43,7 @@ from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, Trans
 from streamsend.lockfile import DirectoryLock
 from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
+from streamsend.upload.packing import PackBuffer, Packs
 from streamsend.upload.planning import ScanPlan, plan_changes, plan_scan
 from streamsend.upload.scanner import Candidate, Identity, Walk, identity
 from streamsend.upload.selection import FileRules, refuse_system_dir
@@ -74,7 +75,6 @@ from streamsend.wire.protocol import (
     encode,
     file_partition,
     new_transfer_id,
-    pack_overhead,
 )
 from streamsend.wire.protocol import Message as Record
 
@@ -141,16 +141,6 @@ class InFlight:
 
 
 @dataclass
-class PackBuffer:
-    """Small files read and verified, waiting to share one record (one per partition, so
-    that a file's packed and chunked versions share a partition and stay in order)."""
-
-    files: list[tuple[End, bytes]] = field(default_factory=list)
-    inflight: list[InFlight] = field(default_factory=list)
-    size: int = 0  # bytes of the record so far (data and manifest, an upper bound)
-
-
-@dataclass
 class UploadStats:
     sent: int = 0
     sent_bytes: int = 0
@@ -195,7 +185,7 @@ class Uploader:
         self.sizing = ChunkSizing(0, 0, "")
         self.partitions = 1  # of the chunk topic
         self.codec = NO_CODEC if settings.dry_run else Codec(settings.compression_type)
-        self._packs: dict[int, PackBuffer] = {}  # by partition
+        self._packs: Packs[InFlight] = Packs(0, 0)  # sized once the chunk size is known
         # Watching input.dir (see _loop): None while it is scanned in full every
         # scan.interval.ms instead.
         self._watcher: Watcher | None = None
@@ -328,6 +318,8 @@ class Uploader:
     def _run_locked(self, lock: DirectoryLock) -> None:
         try:
             self._connect()
+            chunk = self.sizing.chunk_bytes
+            self._packs = Packs(record_limit=chunk, total_limit=PACK_BUFFERS * chunk)
             self._load_state()
             self._loop()
         except KafkaFatal:
@@ -709,26 +701,17 @@ class Uploader:
             mtime_ns=cand.mtime_ns,
             mode=stat.S_IMODE(cand.mode),
         )
-        partition = file_partition(name, wire, self.partitions)
-        buffer = self._packs.get(partition)
-        grow = pack_overhead(end) + len(data)
-        if buffer is not None and buffer.size + grow > self.sizing.chunk_bytes:
-            self._flush_pack(partition)
-        buffer = self._packs.setdefault(partition, PackBuffer())
         self.inflight[wire] = inf
-        buffer.files.append((end, data))
-        buffer.inflight.append(inf)
-        buffer.size += grow
-        if sum(b.size for b in self._packs.values()) > PACK_BUFFERS * self.sizing.chunk_bytes:
-            self._flush_packs()
+        partition = file_partition(name, wire, self.partitions)
+        for ready in self._packs.add(partition, end, data, inf):
+            self._flush_pack(*ready)
 
     def _flush_packs(self) -> None:
-        for partition in list(self._packs):
-            self._flush_pack(partition)
+        for ready in self._packs.drain():
+            self._flush_pack(*ready)
 
-    def _flush_pack(self, partition: int) -> None:
-        buffer = self._packs.pop(partition)
-        infs = buffer.inflight
+    def _flush_pack(self, partition: int, buffer: PackBuffer[InFlight]) -> None:
+        infs = buffer.members
         if self.producer is not None:
             pack = Pack(self.settings.uploader_name, tuple(buffer.files))
             key, headers, value = encode(pack, self.codec)
