@@ -555,10 +555,7 @@ class Uploader:
                 if self._stop:
                     raise _Stopping
                 try:
-                    if cand.size <= self.settings.pack_file_max_bytes > 0:
-                        self._pack(cand, wire)
-                    else:
-                        self._send(cand, wire)
+                    self._send(cand, wire)
                 except _PASS_THROUGH:
                     raise
                 except Exception as exc:
@@ -591,6 +588,7 @@ class Uploader:
     # -- one file ----------------------------------------------------------------
 
     def _send(self, cand: Candidate, wire: str) -> None:
+        """Open the file once; a small one joins a pack, any other goes in chunks."""
         try:
             fd = os.open(cand.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -599,14 +597,32 @@ class Uploader:
             self._failed(cand.relative, f"cannot read it: {exc.strerror}")
             return
         try:
-            self._send_open(cand, wire, fd)
+            before = identity(os.fstat(fd))
+            if before != cand.identity:
+                return  # changed since the scan: the next scan sees the new version
+            if cand.size <= self.settings.pack_file_max_bytes > 0:
+                self._pack_open(cand, wire, fd, before)
+            else:
+                self._send_open(cand, wire, fd, before)
         finally:
             os.close(fd)
 
-    def _send_open(self, cand: Candidate, wire: str, fd: int) -> None:
-        before = identity(os.fstat(fd))
-        if before != cand.identity:
-            return  # changed since the scan: the next scan sees the new version
+    @staticmethod
+    def _unchanged(cand: Candidate, fd: int, before: Identity) -> bool:
+        """Whether the file read through ``fd`` is still the version ``before``, and is
+        still the file at its path."""
+        try:
+            on_disk: Identity | None = identity(os.stat(cand.path, follow_symlinks=False))
+        except FileNotFoundError:
+            on_disk = None
+        return identity(os.fstat(fd)) == before and on_disk == before
+
+    def _retry_when_stable(self, relative: str) -> None:
+        self._retry_after[relative] = time.monotonic() + max(
+            1.0, self.settings.file_minimum_age_ms / 1000
+        )
+
+    def _send_open(self, cand: Candidate, wire: str, fd: int, before: Identity) -> None:
         inf = InFlight(cand, wire, new_transfer_id(), read=before, codec=self.codec.stream())
         self.inflight[wire] = inf
         name, size = self.settings.uploader_name, cand.size
@@ -632,12 +648,7 @@ class Uploader:
         except _Stopping:
             self._abort(inf, "the uploader was stopped")
             raise
-        after = identity(os.fstat(fd))
-        try:
-            on_disk: Identity | None = identity(os.stat(cand.path, follow_symlinks=False))
-        except FileNotFoundError:
-            on_disk = None
-        if offset != size or after != before or on_disk != before:
+        if offset != size or not self._unchanged(cand, fd, before):
             self._abort(inf, "the file changed while it was being read")
             return
         inf.sha256 = hasher.hexdigest()
@@ -658,33 +669,13 @@ class Uploader:
 
     # -- small files, packed -------------------------------------------------------
 
-    def _pack(self, cand: Candidate, wire: str) -> None:
+    def _pack_open(self, cand: Candidate, wire: str, fd: int, before: Identity) -> None:
         """Read a small file whole and add it to its partition's pack; the pack is
         produced when full or at the end of the batch."""
-        try:
-            fd = os.open(cand.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return  # gone since the scan
-        except OSError as exc:
-            self._failed(cand.relative, f"cannot read it: {exc.strerror}")
-            return
-        try:
-            before = identity(os.fstat(fd))
-            if before != cand.identity:
-                return  # changed since the scan: the next scan sees the new version
-            data = os.pread(fd, cand.size + 1, 0)  # one byte more shows a file that grew
-            after = identity(os.fstat(fd))
-        finally:
-            os.close(fd)
-        try:
-            on_disk: Identity | None = identity(os.stat(cand.path, follow_symlinks=False))
-        except FileNotFoundError:
-            on_disk = None
-        if len(data) != cand.size or after != before or on_disk != before:
+        data = os.pread(fd, cand.size + 1, 0)  # one byte more shows a file that grew
+        if len(data) != cand.size or not self._unchanged(cand, fd, before):
             # Nothing of it was produced: no abort record is needed, only a retry.
-            self._retry_after[cand.relative] = time.monotonic() + max(
-                1.0, self.settings.file_minimum_age_ms / 1000
-            )
+            self._retry_when_stable(cand.relative)
             log.info("%r changed while it was read; it is sent once stable", cand.relative)
             return
         name = self.settings.uploader_name
@@ -853,9 +844,7 @@ class Uploader:
             log.warning(
                 "abandoned %r: %s; it is sent again once stable", cand.relative, inf.aborted
             )
-            self._retry_after[cand.relative] = time.monotonic() + max(
-                1.0, self.settings.file_minimum_age_ms / 1000
-            )
+            self._retry_when_stable(cand.relative)
             if self.once and not self._stop:
                 self.stats.failed[cand.relative] = inf.aborted
             return
