@@ -261,6 +261,39 @@ class UploaderSettings(CommonSettings):
         minimum=10,
         maximum=86_400_000,
     )
+    encryption_recipients: str = setting(
+        "encryption.recipients",
+        "",
+        "Comma-separated age recipients (X25519 public keys, age1...) to encrypt every file "
+        "for, end to end: the broker and topic readers without a matching identity learn "
+        "neither the contents nor the names. Any recipient (here or in "
+        "encryption.recipients.file) turns encryption on. See docs/security.md.",
+    )
+    encryption_recipients_file: str = setting(
+        "encryption.recipients.file",
+        "",
+        "A file of age recipients, one per line, '#' starting a comment (as age -R reads). "
+        "Adds to encryption.recipients.",
+    )
+    encryption_padding: str = setting(
+        "encryption.padding",
+        "chunk",
+        "How encrypted records are padded. chunk: every record carrying file bytes is padded "
+        "to the chunk size, so the topic shows sizes only rounded up to the chunk size "
+        "(compression is then skipped: it cannot make a padded record smaller). none: "
+        "records keep their compressed length, which saves bandwidth and shows it.",
+        choices=("chunk", "none"),
+    )
+    encryption_uploader_key_file: str = setting(
+        "encryption.uploader.key.file",
+        "",
+        "A secret of this uploader (32 random bytes, created with mode 0600 when missing) "
+        "that keys the names of its state records and the choice of partition, so neither "
+        "shows a path. Default: .streamsend-uploader.key in input.dir (in the user's data "
+        "directory when input.dir is read-only). Losing it only makes the uploader send "
+        "every file once more.",
+        default_text="input.dir/.streamsend-uploader.key",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -323,6 +356,14 @@ class DownloaderSettings(CommonSettings):
         "ever committed for data that is durably on disk.",
         minimum=100,
         maximum=600_000,
+    )
+    encryption_identity_file: str = setting(
+        "encryption.identity.file",
+        "",
+        "A file of age identities (AGE-SECRET-KEY-1..., one per line, '#' comments, as "
+        "age -i reads, and as written by streamsend keygen or age-keygen) to decrypt "
+        "end-to-end encrypted files with. Files encrypted for none of them are skipped, "
+        "with one line each.",
     )
 
 
