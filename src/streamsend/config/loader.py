@@ -36,13 +36,8 @@ S = TypeVar("S", bound=CommonSettings)
 
 # Documented by the original Streamsend, not implemented here yet. Named, so a user who
 # brings such a config file learns exactly what is missing rather than "unknown".
-_MSK_IAM = "AWS MSK IAM authentication (use SASL/SCRAM or mTLS to MSK meanwhile)"
 _S3 = "an S3 destination for the downloader"
 NOT_YET_SUPPORTED = {
-    "aws.region": _MSK_IAM + " or " + _S3,
-    "aws.access.key.id": _MSK_IAM,
-    "aws.secret.access.key": _MSK_IAM,
-    "aws.session.token": _MSK_IAM,
     "s3.bucket.name": _S3,
     "s3.endpoint.url": _S3,
     "finished.file.retention.mins": "deleting .FINISHED files later (after.upload=delete "

@@ -93,6 +93,30 @@ class CommonSettings:
         "Logging threshold.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    aws_region: str = setting(
+        "aws.region",
+        "",
+        "AWS region of the Amazon MSK cluster (us-east-1...), required with "
+        "sasl.mechanism=AWS_MSK_IAM.",
+    )
+    aws_access_key_id: str = setting(
+        "aws.access.key.id",
+        "",
+        "AWS access key id for sasl.mechanism=AWS_MSK_IAM. Empty: the default AWS "
+        "credential chain (AWS_* environment variables, ~/.aws, container or instance role).",
+    )
+    aws_secret_access_key: str = setting(
+        "aws.secret.access.key",
+        "",
+        "AWS secret access key that goes with aws.access.key.id.",
+        secret=True,
+    )
+    aws_session_token: str = setting(
+        "aws.session.token",
+        "",
+        "AWS session token of temporary credentials, with aws.access.key.id.",
+        secret=True,
+    )
     # librdkafka properties passed through to every Kafka client, verbatim.
     kafka: Mapping[str, str] = field(default_factory=dict)
 

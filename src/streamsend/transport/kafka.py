@@ -25,6 +25,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from streamsend.config.kafka_properties import applies_to
 from streamsend.config.settings import CommonSettings
 from streamsend.errors import Interrupted, KafkaFatal
+from streamsend.transport import msk_iam
 from streamsend.transport.base import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def client_config(
     watch: ConnectionWatch | None = None,
 ) -> dict[str, Any]:
     """Our defaults, overridden by the user's librdkafka properties that apply to
-    this kind of client, then the bootstrap servers."""
+    this kind of client, then the bootstrap servers; ``sasl.mechanism=AWS_MSK_IAM``
+    becomes OAUTHBEARER with a token callback (``msk_iam.py``)."""
     conf: dict[str, Any] = dict(defaults)
     for key, value in settings.kafka.items():
         if kind == "admin":
@@ -120,6 +122,9 @@ def client_config(
         elif applies_to(key, kind):
             conf[key] = value
     conf["bootstrap.servers"] = settings.bootstrap_servers
+    if msk_iam.wanted(conf):
+        conf.pop("sasl.mechanisms", None)
+        conf.update(msk_iam.oauthbearer_config(settings, conf))
     # librdkafka's own log lines go through Python logging, not raw to stderr.
     conf.setdefault("logger", kafka_log)
     if watch is not None:
