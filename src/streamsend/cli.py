@@ -133,6 +133,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return run(args.dir, verbose=args.verbose)
 
 
+def run_keygen(args: argparse.Namespace) -> int:
+    from streamsend.wire.agekeys import keygen
+
+    if args.output is None:
+        raise UsageError("give -o FILE: streamsend keygen never prints a secret key")
+    print(keygen(args.output))
+    return ExitStatus.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamsend",
@@ -172,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path(".streamsend-demo"), help="work directory")
     demo.add_argument("--verbose", action="store_true", help="show the services' logs")
     demo.set_defaults(handler=run_demo, takes_extra=False)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an age identity for end-to-end encryption; print its recipient",
+        description=(
+            "Write a new age X25519 identity (AGE-SECRET-KEY-1...) to FILE with mode 0600, "
+            "never over an existing file, in age-keygen's format, and print its recipient "
+            "(age1...) on stdout. Give the recipient to uploaders (encryption.recipients) "
+            "and FILE to a downloader (encryption.identity.file). Keys made by age-keygen "
+            "work as well."
+        ),
+    )
+    keygen.add_argument("-o", "--output", type=Path, metavar="FILE", help="identity file to write")
+    keygen.set_defaults(handler=run_keygen, takes_extra=False)
 
     kafka_commands.register(sub)
     return parser

@@ -238,7 +238,7 @@ def test_not_streamsend_is_a_protocol_error() -> None:
     assert issubclass(UnsupportedVersion, ProtocolError)
 
 
-@pytest.mark.parametrize("version", [b"3", b"0", b"01", b"1.0", b"v1", b"", b" 1", b"-1", None])
+@pytest.mark.parametrize("version", [b"4", b"0", b"01", b"1.0", b"v1", b"", b" 1", b"-1", None])
 def test_unknown_version_is_unsupported(version: bytes | None) -> None:
     headers, value = record(CHUNK)
     with pytest.raises(UnsupportedVersion):

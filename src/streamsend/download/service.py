@@ -40,8 +40,19 @@ from streamsend.errors import ConfigError, ProtocolError, TransferIncomplete, Un
 from streamsend.lockfile import DirectoryLock
 from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
+from streamsend.wire import agekeys
 from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
-from streamsend.wire.protocol import Abort, Chunk, End, NotStreamsend, Pack, decode
+from streamsend.wire.protocol import (
+    H_TRANSFER,
+    Abort,
+    Chunk,
+    End,
+    NoKey,
+    NotStreamsend,
+    Pack,
+    decode,
+)
+from streamsend.wire.sealed import Opener
 
 Record = Chunk | End | Abort
 
@@ -95,6 +106,7 @@ class DownloadStats:
     skipped_foreign: int = 0
     skipped_invalid: int = 0
     skipped_version: int = 0
+    skipped_no_key: int = 0  # encrypted records for none of our identities
     unsafe_paths: int = 0
     duplicates: int = 0
     disk_full_pauses: int = 0
@@ -126,6 +138,9 @@ class Downloader:
         self._ready: list[tuple[Transfer, tuple[str, ...]]] = []
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
+        self._keyless: set[str] = set()  # encrypted for none of our identities: said once
+        identity_file = settings.encryption_identity_file
+        self.opener = Opener(agekeys.identities(identity_file)) if identity_file else None
         # Uploader -> [unfinished transfers, bytes they hold]; verified ones not counted.
         self._usage: dict[str, list[int]] = {}
         self.offsets = OffsetBook()  # what may be committed (download/offsets.py)
@@ -464,7 +479,11 @@ class Downloader:
         """Apply one record. Raises only DiskFull: anything else one record causes is
         logged and confined to its transfer."""
         try:
-            message = decode(rec.headers, rec.value)
+            message = decode(rec.headers, rec.value, self.opener)
+        except NoKey as exc:
+            self.stats.skipped_no_key += 1
+            self._no_key(exc, rec)
+            return
         except NotStreamsend:
             self.stats.skipped_foreign += 1
             log.warning("skipping %s: not a Streamsend record", rec.where)
@@ -476,6 +495,7 @@ class Downloader:
         except ProtocolError as exc:
             self.stats.skipped_invalid += 1
             log.warning("skipping %s: %s", rec.where, exc)
+            self._reject_transfer_of(rec, str(exc))
             return
         # A pack is handled as the records that would carry each of its files alone.
         for record in message.records() if isinstance(message, Pack) else [message]:
@@ -633,6 +653,32 @@ class Downloader:
             self._ready = [(r, p) for r, p in self._ready if r is not t]
             self._untrack(t)
         self.staging.remove(transfer)
+
+    def _no_key(self, exc: NoKey, rec: Received) -> None:
+        """Said once per file (per record for a pack, whose files are not known)."""
+        if exc.transfer is not None:
+            if exc.transfer in self._keyless:
+                return
+            if len(self._keyless) >= REFUSED_LIMIT:
+                self._keyless.clear()  # bounded: forgetting only costs a repeated line
+            self._keyless.add(exc.transfer)
+        what = f"file {exc.transfer}" if exc.transfer else "a pack of small files"
+        log.warning(
+            "skipping %s (%s): %s; this downloader holds no key for it (encryption.identity.file)",
+            what,
+            rec.where,
+            exc,
+        )
+
+    def _reject_transfer_of(self, rec: Received, reason: str) -> None:
+        """A record that fails its checks fails its transfer: staged data is rejected
+        (never delivered) and later records of it are skipped."""
+        raw = dict(rec.headers).get(H_TRANSFER)
+        transfer = raw.decode(errors="replace") if raw else ""
+        if transfer in self.transfers:
+            self._reject(self.transfers[transfer], reason)
+        if transfer:
+            self._ignore(transfer)
 
     def _ignore(self, transfer: str) -> None:
         if len(self._ignored) >= REFUSED_LIMIT:

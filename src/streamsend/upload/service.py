@@ -43,6 +43,13 @@ from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, Trans
 from streamsend.lockfile import DirectoryLock
 from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
+from streamsend.upload.encryption import (
+    RecordEncoder,
+    key_file_path,
+    load_or_create_secret,
+    local_file,
+    recipients_of,
+)
 from streamsend.upload.packing import PackBuffer, Packs
 from streamsend.upload.planning import ScanPlan, plan_changes, plan_scan
 from streamsend.upload.scanner import Candidate, Identity, Walk, identity
@@ -72,11 +79,10 @@ from streamsend.wire.protocol import (
     Chunk,
     End,
     Pack,
-    encode,
-    file_partition,
     new_transfer_id,
 )
 from streamsend.wire.protocol import Message as Record
+from streamsend.wire.sealed import FileSeal, UploaderSecret
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +144,7 @@ class InFlight:
     aborted: str | None = None
     sha256: str = ""
     codec: Codec = NO_CODEC  # this file's values' codec (it gives up on incompressible data)
+    seal: FileSeal | None = None  # this file's key, when encrypting
 
 
 @dataclass
@@ -184,7 +191,13 @@ class Uploader:
         self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
         self.partitions = 1  # of the chunk topic
-        self.codec = NO_CODEC if settings.dry_run else Codec(settings.compression_type)
+        # Checked before anything starts: a bad recipient is a configuration error.
+        self._recipients = recipients_of(settings)
+        self._secret: UploaderSecret | None = None  # the uploader key, when encrypting
+        self.encoder = RecordEncoder.plain()
+        padded = bool(self._recipients) and settings.encryption_padding == "chunk"
+        # Compression cannot make a record padded to the chunk size any smaller.
+        self.codec = NO_CODEC if settings.dry_run or padded else Codec(settings.compression_type)
         self._packs: Packs[InFlight] = Packs(0, 0)  # sized once the chunk size is known
         # Watching input.dir (see _loop): None while it is scanned in full every
         # scan.interval.ms instead.
@@ -256,7 +269,13 @@ class Uploader:
         self.producer = transport.producer(self._producer_overrides())
         partition = state_partition(s.topic, s.uploader_name, admin.partition_count(state_topic))
         self.state = KafkaStateStore(
-            transport, self.producer, state_topic, s.topic, s.uploader_name, partition
+            transport,
+            self.producer,
+            state_topic,
+            s.topic,
+            s.uploader_name,
+            partition,
+            self._secret,
         )
 
     def _load_state(self) -> None:
@@ -317,9 +336,18 @@ class Uploader:
 
     def _run_locked(self, lock: DirectoryLock) -> None:
         try:
+            if self._recipients and not self.settings.dry_run:
+                path = key_file_path(self.settings, self.input_dir)
+                self._secret = UploaderSecret(load_or_create_secret(path))
             self._connect()
             chunk = self.sizing.chunk_bytes
-            self._packs = Packs(record_limit=chunk, total_limit=PACK_BUFFERS * chunk)
+            if self._secret is not None:
+                self.encoder = RecordEncoder.sealing(
+                    self._recipients, self.settings, self._secret, chunk
+                )
+            self._packs = Packs(
+                record_limit=self.encoder.pack_bytes(chunk), total_limit=PACK_BUFFERS * chunk
+            )
             self._load_state()
             self._loop()
         except KafkaFatal:
@@ -623,13 +651,15 @@ class Uploader:
         )
 
     def _send_open(self, cand: Candidate, wire: str, fd: int, before: Identity) -> None:
-        inf = InFlight(cand, wire, new_transfer_id(), read=before, codec=self.codec.stream())
+        seal = self.encoder.new_file()
+        transfer = seal.transfer if seal else new_transfer_id()
+        inf = InFlight(cand, wire, transfer, read=before, codec=self.codec.stream(), seal=seal)
         self.inflight[wire] = inf
         name, size = self.settings.uploader_name, cand.size
-        chunk = self.sizing.chunk_bytes
+        chunk = self.encoder.chunk_bytes(seal, wire, self.sizing.chunk_bytes)
         hasher = hashlib.sha256()
         offset = index = 0
-        home = file_partition(name, wire, self.partitions)
+        home = self.encoder.partition(name, wire, self.partitions)
         spread = self.settings.partitioning == "chunk" and self.partitions > 1
         log.info("sending %r (%d bytes, %d chunks)", cand.relative, size, chunk_count(size, chunk))
         try:
@@ -693,7 +723,7 @@ class Uploader:
             mode=stat.S_IMODE(cand.mode),
         )
         self.inflight[wire] = inf
-        partition = file_partition(name, wire, self.partitions)
+        partition = self.encoder.partition(name, wire, self.partitions)
         for ready in self._packs.add(partition, end, data, inf):
             self._flush_pack(*ready)
 
@@ -705,7 +735,7 @@ class Uploader:
         infs = buffer.members
         if self.producer is not None:
             pack = Pack(self.settings.uploader_name, tuple(buffer.files))
-            key, headers, value = encode(pack, self.codec)
+            key, headers, value = self.encoder.encode(pack, self.codec, self.encoder.new_file())
             for inf in infs:
                 inf.outstanding += 1
             try:
@@ -765,7 +795,7 @@ class Uploader:
         if not self._stop or time.monotonic() - self._stop_at < SHUTDOWN_GRACE_SECONDS:
             name = self.settings.uploader_name
             rec = Abort(inf.transfer, name, inf.wire, reason)
-            partition = file_partition(name, inf.wire, self.partitions)
+            partition = self.encoder.partition(name, inf.wire, self.partitions)
             self._produce(rec, inf, partition, stopping_ok=True)
         inf.closed = True
         self._maybe_finished(inf)
@@ -775,7 +805,7 @@ class Uploader:
     ) -> None:
         if self.producer is None:  # dry run
             return
-        key, headers, value = encode(record, inf.codec)
+        key, headers, value = self.encoder.encode(record, inf.codec, inf.seal)
         on_ack = functools.partial(self._delivered, inf)
         # Counted before it is queued: its acknowledgement may be served while sending.
         inf.outstanding += 1
@@ -979,9 +1009,5 @@ def _lock_path(input_dir: Path) -> Path:
     """The lock lives in input.dir, where every uploader of it (on any host sharing the
     filesystem) sees it. A read-only input.dir (media, snapshots) cannot hold it: then
     it lives in this user's cache, which still guards against uploaders on this host."""
-    if os.access(input_dir, os.W_OK):
-        return input_dir / ".streamsend-uploader.lock"
-    digest = hashlib.sha256(str(input_dir).encode()).hexdigest()[:24]
     locks = Path(platformdirs.user_cache_dir("streamsend")) / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    return locks / f"uploader-{digest}.lock"
+    return local_file(input_dir, ".streamsend-uploader.lock", locks)

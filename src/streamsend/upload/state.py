@@ -22,10 +22,11 @@ import logging
 import time
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamsend.errors import ConfigError, StreamsendError
 from streamsend.transport.base import Admin, Producer, QueueFull, Transport
+from streamsend.wire.sealed import UploaderSecret
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,18 @@ class KafkaStateStore:
         data_topic: str,
         uploader: str,
         partition: int,
+        secret: UploaderSecret | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.prefix = f"{data_topic}/{uploader}/"
         self._transport = transport
         self._producer = producer
+        # Encrypting: a record is named by a keyed hash of its path and its value is
+        # sealed (the path inside), so the state topic shows no path, size or time.
+        self._secret = secret
+        self._names: dict[str, str] = {}  # sealed record name -> path, from load()
+        self._unreadable: list[bytes] = []  # keys of records this uploader cannot open
 
     def load(self, new_topic: bool = False) -> dict[str, Version]:
         """Read this uploader's partition from its beginning to its current end (nothing
@@ -128,6 +135,7 @@ class KafkaStateStore:
         delay = 0.5
         while not new_topic:
             records, count = {}, 0
+            self._names, self._unreadable = {}, []
             try:
                 for key, value in self._transport.read_partition(self.topic, self.partition):
                     count += 1
@@ -155,7 +163,23 @@ class KafkaStateStore:
             self.partition,
             self.topic,
         )
+        self._forget_unreadable()
         return records
+
+    def _forget_unreadable(self) -> None:
+        """Encrypting, records this uploader cannot open (written before encryption was
+        turned on, with paths in the clear, or under another uploader key) get
+        tombstones: compaction then removes them, and their files are sent again."""
+        if self._unreadable:
+            log.warning(
+                "state: %d record(s) of this uploader are not sealed with its key (written "
+                "before encryption was on, or with another key file); their files are sent "
+                "again and the old records removed",
+                len(self._unreadable),
+            )
+        for key in self._unreadable:
+            self._send_key(key, None)
+        self._unreadable = []
 
     def _apply(self, key: bytes | None, value: bytes | None, into: dict[str, Version]) -> None:
         if not key:
@@ -164,29 +188,59 @@ class KafkaStateStore:
         if not text.startswith(self.prefix):
             return  # another uploader's, or another chunk topic's
         path = text[len(self.prefix) :]
-        if value is None:
+        doc: Any = None
+        if self._secret is not None:
+            if value is None:
+                into.pop(self._names.pop(path, ""), None)
+                return
+            doc = self._opened(path, key, value)
+            if doc is None:
+                self._unreadable.append(key)
+                return
+            self._names[path] = path = doc["path"]
+        elif value is None:
             into.pop(path, None)
             return
         try:
-            doc = json.loads(value)
+            doc = doc if doc is not None else json.loads(value)
             into[path] = version_of(int(doc["size"]), int(doc["mtime_ns"]))
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable state record for %r: %s", path, exc)
 
+    def _opened(self, name: str, key: bytes, value: bytes) -> dict[str, Any] | None:
+        """A sealed record's fields, or None when this uploader's key does not open it."""
+        assert self._secret is not None
+        opened = self._secret.open(key, value)
+        try:
+            doc = json.loads(opened) if opened is not None else None
+        except ValueError:
+            return None
+        if not isinstance(doc, dict) or not isinstance(doc.get("path"), str):
+            return None
+        return doc if self._secret.name(doc["path"]) == name else None
+
     def save(self, path: str, record: SentRecord) -> None:
-        value = json.dumps(asdict(record), separators=(",", ":")).encode()
-        self._send(path, value)
+        fields: dict[str, Any] = asdict(record)
+        if self._secret is not None:
+            fields["path"] = path
+        self._send(path, json.dumps(fields, separators=(",", ":")).encode())
 
     def forget(self, path: str) -> None:
         self._send(path, None)
 
     def _send(self, path: str, value: bytes | None) -> None:
+        if self._secret is None:
+            self._send_key((self.prefix + path).encode(), value)
+            return
+        key = (self.prefix + self._secret.name(path)).encode()
+        self._send_key(key, None if value is None else self._secret.seal(key, value))
+
+    def _send_key(self, key: bytes, value: bytes | None) -> None:
         # An unacknowledged state record only costs a resend after a restart.
         def on_ack(err: str | None) -> None:
             if err is not None:
-                log.warning("state record for %r not acknowledged: %s", path, err)
+                log.warning("state record %r not acknowledged: %s", key, err)
 
-        key = (self.prefix + path).encode()
         while True:
             try:
                 self._producer.send(self.topic, key, [], value, on_ack, self.partition)

@@ -22,12 +22,15 @@ import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from streamsend.errors import ProtocolError, UnsupportedVersion
 from streamsend.wire.codecs import NO_CODEC, Codec, decompress
 
 PROTOCOL_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
+# Version 3 is a version-2 record sealed end to end (wire/sealed.py, docs/security.md).
+SEALED_VERSION = 3
+SUPPORTED_VERSIONS = frozenset({1, 2, SEALED_VERSION})
 
 H_VERSION = "streamsend.version"
 H_TYPE = "streamsend.type"
@@ -76,6 +79,21 @@ Headers = Sequence[tuple[str, bytes | None]]
 
 class NotStreamsend(ProtocolError):
     """A record with no Streamsend version header: someone else's message."""
+
+
+class NoKey(ProtocolError):
+    """A sealed record for which this reader holds no identity."""
+
+    def __init__(self, message: str, transfer: str | None) -> None:
+        super().__init__(message)
+        self.transfer = transfer
+
+
+class Unsealer(Protocol):
+    """Opens a sealed (version 3) record: its public header map and value in, the
+    header map and value of the version-2 record that was sealed out."""
+
+    def unseal(self, h: dict[str, bytes], value: bytes) -> tuple[dict[str, bytes], bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -323,9 +341,12 @@ def _end(h: dict[str, bytes], transfer: str, uploader: str, path: str, spread: b
     )
 
 
-def decode(headers: Headers | None, value: bytes | None) -> Message:
-    """Parse a record into a message. Raises NotStreamsend, UnsupportedVersion or
-    ProtocolError; never trusts a number without a bound."""
+def decode(
+    headers: Headers | None, value: bytes | None, unsealer: Unsealer | None = None
+) -> Message:
+    """Parse a record into a message, opening a sealed one with ``unsealer``. Raises
+    NotStreamsend, UnsupportedVersion, NoKey or ProtocolError; never trusts a number
+    without a bound."""
     h = _header_map(headers)
     if H_VERSION not in h:
         raise NotStreamsend("record has no streamsend.version header")
@@ -335,6 +356,11 @@ def decode(headers: Headers | None, value: bytes | None) -> Message:
             f"protocol version {version!r} is not supported (this downloader knows "
             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})"
         )
+    if int(version) == SEALED_VERSION:
+        if unsealer is None:
+            transfer = _transfer_id(h) if H_TRANSFER in h else None
+            raise NoKey("the record is encrypted and no identity is configured", transfer)
+        h, value = unsealer.unseal(h, value or b"")
     kind = _text(h, H_TYPE)
     uploader = _text(h, H_UPLOADER)
     data = _value(h, value or b"")
