@@ -4,62 +4,49 @@ nothing here can reach AWS (or anywhere)."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
+from msk_fakes import (
+    ENV_KEY_ID,
+    ENV_SECRET,
+    ENV_SESSION,
+    KEY_ID,
+    REGION,
+    SECRET,
+    SESSION,
+    TOKEN_PREFIX,
+    decode,
+    isolate_aws,
+)
 from streamsend.config.loader import describe, resolve
 from streamsend.config.settings import CommonSettings, UploaderSettings
 from streamsend.errors import ConfigError, ExitStatus, KafkaFatal
 from streamsend.transport.kafka import client_config
 
-KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEYzz9"
-SESSION = "FwoGZXIvYXdzEFAKESESSIONTOKENzzzz+abc/def=="
-ENV_KEY_ID = "AKIAENVIRONMENT00001"
-ENV_SECRET = "environment/secret+FAKE0000000000000000"
-ENV_SESSION = "EnvironmentFAKESessionToken0000"
-
 
 @pytest.fixture(autouse=True)
-def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No credentials from this machine, no metadata service, and no socket at all."""
-    for var in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    isolate_aws(monkeypatch, tmp_path)
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"network call attempted: {args[1:]!r}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    yield
 
 
 def settings(**kw: Any) -> CommonSettings:
     kafka = kw.pop("kafka", {"sasl.mechanism": "AWS_MSK_IAM"})
-    kw.setdefault("aws_region", "eu-west-1")
+    kw.setdefault("aws_region", REGION)
     return CommonSettings(bootstrap_servers="b-1.msk.example:9098", topic="t", kafka=kafka, **kw)
 
 
@@ -73,14 +60,6 @@ def use_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", ENV_SESSION)
 
 
-def decode(token: str) -> tuple[str, dict[str, str]]:
-    """The presigned URL inside a token (base64url without padding) and its query."""
-    assert re.fullmatch(r"[A-Za-z0-9_-]+", token), "base64url alphabet, no '=' padding"
-    url = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
-    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query, strict_parsing=True).items()}
-    return url, query
-
-
 def oauth_token(conf: dict[str, Any]) -> tuple[str, float]:
     token, expiry = conf["oauth_cb"](None)
     assert isinstance(token, str)
@@ -91,6 +70,7 @@ def oauth_token(conf: dict[str, Any]) -> tuple[str, float]:
 def test_token_is_a_presigned_connect_url_in_base64url() -> None:
     before = time.time()
     token, expiry = oauth_token(client_config(explicit(aws_session_token=SESSION), "producer", {}))
+    assert token.startswith(TOKEN_PREFIX)  # what the leak tests search for
     url, query = decode(token)
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == (
