@@ -19,6 +19,7 @@ from streamsend.upload.state import (
     state_partition,
     version_of,
 )
+from streamsend.wire.sealed import UploaderSecret
 
 SIZES = st.integers(0, 1 << 50)
 MTIMES = st.integers(-(1 << 62), 1 << 62)
@@ -156,3 +157,47 @@ def test_a_topic_created_just_now_is_not_read() -> None:
     transport = FlakyTransport(MemoryBroker(), 1, RuntimeError("Not leader for partition"))
     assert flaky_store(transport).load(new_topic=True) == {}
     assert transport.reads == 0
+
+
+# -- sealed state (end-to-end encryption on) -----------------------------------------------
+
+
+def sealed_store(broker: MemoryBroker, secret: bytes) -> KafkaStateStore:
+    transport = MemoryTransport(broker)
+    if "state" not in broker.topics:
+        broker.create("state", 4, STATE_TOPIC_CONFIG)
+    return KafkaStateStore(
+        transport, transport.producer({}), "state", "files", "up1", 2, UploaderSecret(secret)
+    )
+
+
+def test_sealed_store_shows_no_path_size_or_time_and_reads_back() -> None:
+    broker, secret = MemoryBroker(), b"k" * 32
+    store = sealed_store(broker, secret)
+    store.save("payroll/alice.csv", SentRecord(123456, 1_700_000_000, "ab" * 32, "cd" * 16))
+    store.save("gone.txt", SentRecord(1, 2, "ef" * 32, "01" * 16))
+    store.forget("gone.txt")
+    store._producer.flush(1)
+    records = broker.topics["state"].partitions[2]
+    clear = b"".join((r.key or b"") + (r.value or b"") for r in records)
+    for secret_text in (b"payroll", b"alice", b"gone", b"123456", b"1700000000", b"ab" * 32):
+        assert secret_text not in clear
+    assert all(r.key.startswith(b"files/up1/") for r in records)
+    assert sealed_store(broker, secret).load() == {
+        "payroll/alice.csv": version_of(123456, 1_700_000_000)
+    }
+
+
+def test_sealed_store_replaces_records_it_cannot_open_with_tombstones() -> None:
+    """Records written in the clear before encryption was on (or under another key) are
+    not trusted, and get tombstones so compaction removes their clear paths."""
+    broker = MemoryBroker()
+    for old in (kafka_store(broker), sealed_store(broker, b"o" * 32)):
+        old.save("clear/name.txt", SentRecord(1, 2, "ab" * 32, "cd" * 16))
+        old._producer.flush(1)
+    store = sealed_store(broker, b"k" * 32)
+    assert store.load() == {}
+    store._producer.flush(1)
+    tail = broker.topics["state"].partitions[2][-2:]
+    assert [r.value for r in tail] == [None, None]
+    assert tail[0].key == b"files/up1/clear/name.txt"
