@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import javaproperties
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from streamsend import localkafka
-from streamsend.errors import ConfigError
-from streamsend.localkafka import layout, nodeconfig, process
+from streamsend.errors import ConfigError, LocalKafkaError
+from streamsend.localkafka import layout, nodeconfig, process, tls
 from streamsend.localkafka.layout import Layout, NodeSpec
 
 DIR = Path("/srv/kafka")
@@ -163,3 +168,144 @@ def test_log_tail_keeps_the_first_error_above_a_long_stack_trace(tmp_path: Path)
     assert lines[0] == "[t] ERROR boom (x)"
     assert lines[-1] == "\tat frame49"
     assert "old run" not in "".join(process.tail(log, 100, since))
+
+
+def secure_layout(count: int = 1) -> Layout:
+    nodes = tuple(
+        NodeSpec(i, 19000 + i, 29000 + i, sasl_ssl_port=39000 + i, mtls_port=49000 + i)
+        for i in range(1, count + 1)
+    )
+    return Layout("AAAAAAAAAAAAAAAAAAAAAA", "4.1.1", nodes, 8388608, 384, {}, secure=True)
+
+
+CREDS = tls.Credentials("streamsend", "plain-pw", "scram-pw")
+
+
+def test_secure_node_adds_a_sasl_ssl_and_an_mtls_listener() -> None:
+    lay = secure_layout()
+    props = parsed(nodeconfig.server_properties(DIR, lay, lay.nodes[0], CREDS))
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19001,CONTROLLER://127.0.0.1:29001,"
+        "SASL_SSL://127.0.0.1:39001,MTLS://127.0.0.1:49001"
+    )
+    assert props["advertised.listeners"] == props["listeners"]
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["ssl.keystore.type"] == "PEM"
+    assert "ssl.keystore.password" not in props  # an unencrypted PEM key takes none
+    assert props["ssl.keystore.location"] == str(DIR / "tls" / "broker-keystore.pem")
+    assert props["ssl.truststore.location"] == str(DIR / "tls" / "ca.pem")
+    assert props["listener.name.mtls.ssl.client.auth"] == "required"
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-512"
+    jaas = props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
+    assert 'user_streamsend="plain-pw";' in jaas
+    assert "scram-pw" not in "".join(props.values())  # SCRAM users live in the metadata
+    assert nodeconfig.scram_format_arguments(CREDS) == [
+        "--add-scram",
+        "SCRAM-SHA-512=[name=streamsend,password=scram-pw]",
+    ]
+
+
+def test_plaintext_node_has_no_secure_listener() -> None:
+    lay = make_layout(1)
+    props = nodeconfig.server_properties(DIR, lay, lay.nodes[0])
+    assert "SASL_SSL" not in props["listeners"]
+    assert not any(key.startswith(("ssl.", "sasl.", "listener.name.")) for key in props)
+    assert nodeconfig.client_properties_names(lay) == ()
+
+
+def test_secure_layout_without_credentials_is_refused() -> None:
+    lay = secure_layout()
+    with pytest.raises(ValueError):
+        nodeconfig.server_properties(DIR, lay, lay.nodes[0])
+
+
+def test_client_property_files_name_every_listener_and_credential() -> None:
+    lay = secure_layout(3)
+    files = nodeconfig.client_properties(DIR, lay, CREDS)
+    assert tuple(files) == nodeconfig.client_properties_names(lay)
+    plain = files["client-sasl-ssl-plain.properties"]
+    scram = files["client-sasl-ssl-scram.properties"]
+    mtls = files["client-mtls.properties"]
+    assert plain["bootstrap.servers"] == "127.0.0.1:39001,127.0.0.1:39002,127.0.0.1:39003"
+    assert (plain["security.protocol"], plain["sasl.mechanism"]) == ("SASL_SSL", "PLAIN")
+    assert (plain["sasl.username"], plain["sasl.password"]) == ("streamsend", "plain-pw")
+    assert (scram["sasl.mechanism"], scram["sasl.password"]) == ("SCRAM-SHA-512", "scram-pw")
+    assert scram["ssl.ca.location"] == str(DIR / "tls" / "ca.pem")
+    assert mtls["bootstrap.servers"] == "127.0.0.1:49001,127.0.0.1:49002,127.0.0.1:49003"
+    assert mtls["security.protocol"] == "SSL"
+    assert mtls["ssl.certificate.location"] == str(DIR / "tls" / "client.pem")
+    assert mtls["ssl.key.location"] == str(DIR / "tls" / "client-key.pem")
+    assert not any(key.startswith("sasl.") for key in mtls)
+    rendered = javaproperties.loads(nodeconfig.render_properties(plain, "# x\n"))
+    assert rendered == plain
+
+
+def test_plan_nodes_gives_secure_clusters_four_distinct_ports_per_node() -> None:
+    nodes = layout.plan_nodes(2, 0, secure=True)
+    ports = [p for n in nodes for p in (n.port, n.controller_port, n.sasl_ssl_port, n.mtls_port)]
+    assert 0 not in ports
+    assert len(set(ports)) == 8
+    assert all(n.sasl_ssl_port == 0 for n in layout.plan_nodes(1, 0))
+
+
+def test_secure_layout_round_trips_and_old_layouts_read_as_plaintext(tmp_path: Path) -> None:
+    lay = secure_layout(2)
+    layout.save_layout(tmp_path, lay)
+    assert layout.load_layout(tmp_path) == lay
+    raw = json.loads((tmp_path / layout.LAYOUT_FILE).read_text())
+    del raw["secure"]
+    for node in raw["nodes"]:
+        del node["sasl_ssl_port"], node["mtls_port"]
+    (tmp_path / layout.LAYOUT_FILE).write_text(json.dumps(raw))
+    old = layout.load_layout(tmp_path)
+    assert old is not None and not old.secure
+    assert old.nodes[0].sasl_ssl_port == 0
+
+
+def test_certificates_chain_to_the_ca_with_the_right_names(tmp_path: Path) -> None:
+    made = tls.ensure(tmp_path)
+    ca = x509.load_pem_x509_certificate(made.ca_cert.read_bytes())
+    keystore = made.broker_keystore.read_bytes()
+    assert keystore.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, as Kafka reads it
+    assert b"ENCRYPTED" not in keystore
+    broker, chain_ca = x509.load_pem_x509_certificates(
+        keystore.split(b"-----END PRIVATE KEY-----\n")[1]
+    )
+    assert chain_ca == ca
+    sans = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    client = x509.load_pem_x509_certificates(made.client_cert.read_bytes())[0]
+    for leaf in (broker, client):
+        leaf.verify_directly_issued_by(ca)
+    usage = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in usage
+    key = serialization.load_pem_private_key(made.client_key.read_bytes(), password=None)
+    assert key.public_key() == client.public_key()
+
+
+def test_private_files_are_0600_and_a_second_call_reuses_everything(tmp_path: Path) -> None:
+    made = tls.ensure(tmp_path)
+    for private in (made.broker_keystore, made.client_key, made.credentials_file,
+                    made.directory / tls.CA_KEY):  # fmt: skip
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert stat.S_IMODE(made.directory.stat().st_mode) == 0o700
+    before = {p.name: p.read_bytes() for p in made.directory.iterdir()}
+    creds = made.credentials()
+    assert creds.user == "streamsend"
+    assert creds.plain_password != creds.scram_password
+    assert len(creds.plain_password) >= 24
+    again = tls.ensure(tmp_path)
+    assert {p.name: p.read_bytes() for p in again.directory.iterdir()} == before
+
+
+def test_unreadable_credentials_are_named_without_their_content(tmp_path: Path) -> None:
+    made = tls.ensure(tmp_path)
+    made.credentials_file.write_text('{"user": "u", "plain": "s3cr3t-value"')
+    with pytest.raises(LocalKafkaError) as caught:
+        made.credentials()
+    assert str(made.credentials_file) in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)

@@ -15,7 +15,7 @@ from pathlib import Path
 import platformdirs
 
 from streamsend.errors import ConfigError, EnvironmentProblem, LocalKafkaError
-from streamsend.localkafka import jars, nodeconfig, process
+from streamsend.localkafka import jars, nodeconfig, process, tls
 from streamsend.localkafka.layout import (
     LAYOUT_FILE,
     Layout,
@@ -26,6 +26,7 @@ from streamsend.localkafka.layout import (
     save_layout,
 )
 from streamsend.localkafka.locking import dir_lock
+from streamsend.localkafka.readiness import check_client_files
 from streamsend.localkafka.startup import Progress, start_nodes, wait_ready
 
 READY_TIMEOUT_SECONDS = 120.0
@@ -40,6 +41,8 @@ class NodeState:
     controller_port: int
     pid: int | None  # None when not running
     running: bool
+    sasl_ssl_port: int = 0  # 0 unless the cluster is secure
+    mtls_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class Cluster:
     nodes: tuple[NodeState, ...]
     message_max_bytes: int
     heap_mb: int
+    secure: bool = False
+    # A secure cluster's client property files (SASL_SSL PLAIN, SASL_SSL SCRAM, mTLS).
+    client_files: tuple[Path, ...] = ()
+
+    def client_file(self, name: str) -> Path:
+        """The client property file called ``name`` (see nodeconfig.CLIENT_*_FILE)."""
+        for path in self.client_files:
+            if path.name == name:
+                return path
+        raise LocalKafkaError(f"the cluster in {self.dir} has no {name} (not --secure?)")
 
     @property
     def running(self) -> bool:
@@ -107,12 +120,17 @@ def up(
     extra_properties: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     timeout: float = READY_TIMEOUT_SECONDS,
+    secure: bool = False,
 ) -> Cluster:
     """Start the cluster in ``dir`` (create it first if needed) and wait until it is usable.
 
     None means "as stored in dir" for an existing cluster, else the default: 1 broker,
     port 9092 when free (0 = any free port), 8 MiB messages (0 = Kafka's stock limits),
     384 MiB heap per node, no extra broker properties.
+
+    ``secure`` creates the cluster with a SASL_SSL and an mTLS listener besides the
+    plaintext one (certificates, users and client property files in ``dir``); an
+    existing secure cluster stays secure without it, a plaintext one cannot become secure.
     """
     directory = _absolute(dir)
     _validate(brokers, port, message_max_bytes, heap_mb, extra_properties)
@@ -131,16 +149,26 @@ def up(
             layout = Layout(
                 cluster_id=new_cluster_id(),
                 kafka_version=jars.KAFKA_VERSION,
-                nodes=plan_nodes(brokers or 1, port),
+                nodes=plan_nodes(brokers or 1, port, secure),
                 message_max_bytes=_default(message_max_bytes, nodeconfig.DEFAULT_MESSAGE_MAX_BYTES),
                 heap_mb=_default(heap_mb, nodeconfig.DEFAULT_HEAP_MB),
                 extra_properties=dict(extra_properties or {}),
+                secure=secure,
             )
+            if secure:  # before the layout: a layout on disk promises its certificates
+                made = tls.ensure(directory)
+                say(f"made a CA, certificates and SASL users in {made.directory}")
             save_layout(directory, layout)
         else:
+            if secure and not layout.secure:
+                raise ConfigError(
+                    f"the cluster in {directory} was created without --secure; use another "
+                    f"--dir, or `streamsend kafka down` and delete {directory}"
+                )
             layout = _reconcile(
                 directory, layout, brokers, port, message_max_bytes, heap_mb, extra_properties
             )
+        files = _write_client_files(directory, layout)
         missing = [n for n in layout.nodes if not _snapshot_node(directory, n).running]
         if missing:
             java = java or jars.find_java()
@@ -149,7 +177,27 @@ def up(
         else:
             say(f"Kafka already running in {directory}; checking that it answers")
             wait_ready(directory, layout, [], timeout, say)
+        if files:
+            say("checking that each client property file can log in")
+            check_client_files(files, timeout)
         return _snapshot(directory, layout)
+
+
+def _write_client_files(directory: Path, layout: Layout) -> tuple[Path, ...]:
+    """(Re)write a secure cluster's client property files, 0600 (they hold passwords)."""
+    if not layout.secure:
+        return ()
+    credentials = tls.material(directory).credentials()
+    written = []
+    header = (
+        f"# Written by `streamsend kafka up --secure` for the cluster in {directory}.\n"
+        "# Use it as: streamsend upload --config THIS_FILE --topic T --input.dir D\n"
+    )
+    for name, props in nodeconfig.client_properties(directory, layout, credentials).items():
+        path = directory / name
+        tls.write_file(path, nodeconfig.render_properties(props, header).encode(), private=True)
+        written.append(path)
+    return tuple(written)
 
 
 def down(
@@ -262,7 +310,15 @@ def _snapshot_node(directory: Path, node: NodeSpec) -> NodeState:
     home = nodeconfig.node_dir(directory, node)
     proc = process.node_process(process.read_pid(home), home / "server.properties")
     pid = None if proc is None else proc.pid
-    return NodeState(node.node_id, node.port, node.controller_port, pid, proc is not None)
+    return NodeState(
+        node.node_id,
+        node.port,
+        node.controller_port,
+        pid,
+        proc is not None,
+        node.sasl_ssl_port,
+        node.mtls_port,
+    )
 
 
 def _snapshot(directory: Path, layout: Layout) -> Cluster:
@@ -273,4 +329,6 @@ def _snapshot(directory: Path, layout: Layout) -> Cluster:
         nodes=tuple(_snapshot_node(directory, node) for node in layout.nodes),
         message_max_bytes=layout.message_max_bytes,
         heap_mb=layout.heap_mb,
+        secure=layout.secure,
+        client_files=tuple(directory / name for name in nodeconfig.client_properties_names(layout)),
     )

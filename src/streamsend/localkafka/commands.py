@@ -60,6 +60,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="MB",
         help=f"JVM heap per node (default {nodeconfig.DEFAULT_HEAP_MB})",
     )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "on first use, add a SASL_SSL listener (PLAIN and SCRAM-SHA-512 users) and an "
+            "SSL listener requiring client certificates, with a CA and certificates made in "
+            "--dir, and write client-*.properties files there for --config"
+        ),
+    )
     up.set_defaults(handler=_up)
 
     down = sub.add_parser(
@@ -111,7 +120,10 @@ def _up(args: argparse.Namespace) -> int:
         message_max_bytes=args.message_max_bytes,
         heap_mb=args.heap,
         progress=_progress,
+        secure=args.secure,
     )
+    for path in running.client_files:
+        print(path)
     print(f"bootstrap.servers={running.bootstrap_servers}", flush=True)
     return 0
 
@@ -129,9 +141,14 @@ def _status(args: argparse.Namespace) -> int:
     print(f"cluster {current.cluster_id} in {current.dir}")
     for node in current.nodes:
         pid = f"pid {node.pid}" if node.running else "stopped"
+        secure = (
+            f", SASL_SSL 127.0.0.1:{node.sasl_ssl_port}, mTLS 127.0.0.1:{node.mtls_port}"
+            if current.secure
+            else ""
+        )
         print(
             f"node {node.node_id}  {pid:<12} 127.0.0.1:{node.port}  "
-            f"(controller 127.0.0.1:{node.controller_port})"
+            f"(controller 127.0.0.1:{node.controller_port}{secure})"
         )
     print(f"bootstrap.servers={current.bootstrap_servers}", flush=True)
     return 0 if current.running else STATUS_NOT_RUNNING

@@ -26,6 +26,10 @@ class NodeSpec:
     node_id: int
     port: int
     controller_port: int
+    # The listeners of a `--secure` cluster (0 = none): SASL_SSL and SSL with client
+    # certificates required.
+    sasl_ssl_port: int = 0
+    mtls_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,19 @@ class Layout:
     message_max_bytes: int
     heap_mb: int
     extra_properties: dict[str, str] = field(default_factory=dict)
+    secure: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{node.sasl_ssl_port}" for node in self.nodes)
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{node.mtls_port}" for node in self.nodes)
 
     def with_options(
         self, message_max_bytes: int, heap_mb: int, extra_properties: dict[str, str]
@@ -96,22 +109,32 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def plan_nodes(brokers: int, port: int | None) -> tuple[NodeSpec, ...]:
+def plan_nodes(brokers: int, port: int | None, secure: bool = False) -> tuple[NodeSpec, ...]:
     """Ports for a new cluster: client port PORT (9092 when free) then free ones.
 
     ``port=None`` prefers 9092 and falls back to any free port; ``port=0`` always takes a
-    free port (what tests use so they never fight over 9092).
+    free port (what tests use so they never fight over 9092). ``secure`` adds a SASL_SSL
+    and an mTLS port per node, always free ones.
     """
     first = port
     if port is None:
         first = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else 0
     elif port != 0 and not port_is_free(port):
         raise LocalKafkaError(f"port {port} on 127.0.0.1 is in use; choose another --port")
-    pool = iter([p for p in free_ports(2 * brokers + 1) if p != first])
+    per_node = 4 if secure else 2
+    pool = iter([p for p in free_ports(per_node * brokers + 1) if p != first])
     client_ports = [first or next(pool)] + [next(pool) for _ in range(brokers - 1)]
     controller_ports = [next(pool) for _ in range(brokers)]
+    sasl_ssl_ports = [next(pool) if secure else 0 for _ in range(brokers)]
+    mtls_ports = [next(pool) if secure else 0 for _ in range(brokers)]
     return tuple(
-        NodeSpec(node_id=i + 1, port=client_ports[i], controller_port=controller_ports[i])
+        NodeSpec(
+            node_id=i + 1,
+            port=client_ports[i],
+            controller_port=controller_ports[i],
+            sasl_ssl_port=sasl_ssl_ports[i],
+            mtls_port=mtls_ports[i],
+        )
         for i in range(brokers)
     )
 
@@ -129,12 +152,19 @@ def load_layout(directory: Path) -> Layout | None:
             cluster_id=str(raw["cluster_id"]),
             kafka_version=str(raw["kafka_version"]),
             nodes=tuple(
-                NodeSpec(int(n["node_id"]), int(n["port"]), int(n["controller_port"]))
+                NodeSpec(
+                    int(n["node_id"]),
+                    int(n["port"]),
+                    int(n["controller_port"]),
+                    int(n.get("sasl_ssl_port", 0)),
+                    int(n.get("mtls_port", 0)),
+                )
                 for n in raw["nodes"]
             ),
             message_max_bytes=int(raw["message_max_bytes"]),
             heap_mb=int(raw["heap_mb"]),
             extra_properties={str(k): str(v) for k, v in raw["extra_properties"].items()},
+            secure=bool(raw.get("secure", False)),  # absent in layouts written before it
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LocalKafkaError(

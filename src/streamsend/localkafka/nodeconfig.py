@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streamsend.localkafka import tls
 from streamsend.localkafka.layout import Layout, NodeSpec
 
 LOG4J2_FILE = "log4j2.properties"
@@ -17,13 +18,38 @@ _REPLICA_FETCH_RESPONSE_MAX = 10 * 1024 * 1024
 _FETCH_MAX = 55 * 1024 * 1024
 _SOCKET_REQUEST_MAX = 100 * 1024 * 1024
 
+_NODE_HEADER = "# Written by streamsend at every node start; edits here are overwritten.\n"
+
+# The listeners of a secure cluster, besides PLAINTEXT and CONTROLLER.
+SASL_SSL_LISTENER = "SASL_SSL"
+MTLS_LISTENER = "MTLS"
+_PROTOCOLS = {
+    "PLAINTEXT": "PLAINTEXT",
+    "CONTROLLER": "PLAINTEXT",
+    SASL_SSL_LISTENER: "SASL_SSL",
+    MTLS_LISTENER: "SSL",
+}
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SASL_MECHANISMS = ("PLAIN", SCRAM_MECHANISM)
+CLIENT_SASL_PLAIN_FILE = "client-sasl-ssl-plain.properties"
+CLIENT_SASL_SCRAM_FILE = "client-sasl-ssl-scram.properties"
+CLIENT_MTLS_FILE = "client-mtls.properties"
+
 
 def node_dir(directory: Path, node: NodeSpec) -> Path:
     return directory / f"node-{node.node_id}"
 
 
-def server_properties(directory: Path, layout: Layout, node: NodeSpec) -> dict[str, str]:
-    """server.properties of one KRaft combined-mode (broker + controller) node."""
+def server_properties(
+    directory: Path,
+    layout: Layout,
+    node: NodeSpec,
+    credentials: tls.Credentials | None = None,
+) -> dict[str, str]:
+    """server.properties of one KRaft combined-mode (broker + controller) node.
+
+    A secure layout needs the SASL ``credentials`` (the PLAIN users live in the JAAS line).
+    """
     count = len(layout.nodes)
     # Internal topics cannot have more replicas than brokers; three is the usual maximum.
     replication = min(3, count)
@@ -32,21 +58,28 @@ def server_properties(directory: Path, layout: Layout, node: NodeSpec) -> dict[s
     min_isr = max(1, replication - 1)
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in layout.nodes)
     home = node_dir(directory, node)
+    listeners = {
+        "PLAINTEXT": f"127.0.0.1:{node.port}",
+        "CONTROLLER": f"127.0.0.1:{node.controller_port}",
+    }
+    if layout.secure:
+        listeners[SASL_SSL_LISTENER] = f"127.0.0.1:{node.sasl_ssl_port}"
+        listeners[MTLS_LISTENER] = f"127.0.0.1:{node.mtls_port}"
     props = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         # A static voter set: every node knows the whole quorum from its config, so storage
         # is formatted without --standalone and no dynamic quorum bootstrap is involved.
         "controller.quorum.voters": voters,
-        "listeners": (
-            f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
-        ),
-        "advertised.listeners": (
-            f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
+        "listeners": ",".join(f"{name}://{address}" for name, address in listeners.items()),
+        "advertised.listeners": ",".join(
+            f"{name}://{address}" for name, address in listeners.items()
         ),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            f"{name}:{_PROTOCOLS[name]}" for name in listeners
+        ),
         "log.dirs": str(home / "data"),
         # Small thread pools: the machines running this have 2 cores shared with clients.
         "num.network.threads": "2",
@@ -84,11 +117,94 @@ def server_properties(directory: Path, layout: Layout, node: NodeSpec) -> dict[s
         props["replica.fetch.response.max.bytes"] = str(max(_REPLICA_FETCH_RESPONSE_MAX, limit))
         props["fetch.max.bytes"] = str(max(_FETCH_MAX, limit))
         props["socket.request.max.bytes"] = str(max(_SOCKET_REQUEST_MAX, limit + 1024 * 1024))
+    if layout.secure:
+        if credentials is None:
+            raise ValueError("a secure layout needs the SASL credentials")
+        props.update(_secure_properties(directory, credentials))
     props.update(layout.extra_properties)
     return props
 
 
-def render_properties(props: dict[str, str]) -> str:
+def _secure_properties(directory: Path, credentials: tls.Credentials) -> dict[str, str]:
+    """TLS for both secure listeners (PEM files, no keytool), SASL users, client auth.
+
+    The controller and inter-broker listeners stay PLAINTEXT on loopback: only clients
+    meet TLS and SASL, so a misconfigured client cannot take the cluster itself down.
+    """
+    pem = tls.material(directory)
+    sasl = f"listener.name.{SASL_SSL_LISTENER.lower()}."
+    mtls = f"listener.name.{MTLS_LISTENER.lower()}."
+    # The server side of PLAIN checks `user_<name>="<password>"` entries; no
+    # username/password of its own, since no broker logs in over this listener.
+    plain_jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'user_{credentials.user}="{credentials.plain_password}";'
+    )
+    return {
+        # PEM keystore: the private key (PKCS#8, unencrypted: no password set) and the
+        # certificate chain in one file; the CA as trust store for client certificates.
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(pem.broker_keystore),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(pem.ca_cert),
+        "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        sasl + "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        sasl + "plain.sasl.jaas.config": plain_jaas,
+        # SCRAM users are stored in the cluster metadata (created at format time).
+        sasl + "scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        mtls + "ssl.client.auth": "required",
+    }
+
+
+def scram_format_arguments(credentials: tls.Credentials) -> list[str]:
+    """``StorageTool format`` arguments that create the SCRAM user with the metadata."""
+    user = f"name={credentials.user},password={credentials.scram_password}"
+    return ["--add-scram", f"{SCRAM_MECHANISM}=[{user}]"]
+
+
+def client_properties_names(layout: Layout) -> tuple[str, ...]:
+    return (
+        (CLIENT_SASL_PLAIN_FILE, CLIENT_SASL_SCRAM_FILE, CLIENT_MTLS_FILE) if layout.secure else ()
+    )
+
+
+def client_properties(
+    directory: Path, layout: Layout, credentials: tls.Credentials
+) -> dict[str, dict[str, str]]:
+    """The client property files of a secure cluster, by file name: everything a
+    librdkafka client (and so ``streamsend --config``) needs for each secure listener."""
+    pem = tls.material(directory)
+    sasl_ssl = {
+        "bootstrap.servers": layout.sasl_ssl_bootstrap_servers,
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": str(pem.ca_cert),
+    }
+    return {
+        CLIENT_SASL_PLAIN_FILE: {
+            **sasl_ssl,
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": credentials.user,
+            "sasl.password": credentials.plain_password,
+        },
+        CLIENT_SASL_SCRAM_FILE: {
+            **sasl_ssl,
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": credentials.user,
+            "sasl.password": credentials.scram_password,
+        },
+        CLIENT_MTLS_FILE: {
+            "bootstrap.servers": layout.mtls_bootstrap_servers,
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(pem.ca_cert),
+            "ssl.certificate.location": str(pem.client_cert),
+            "ssl.key.location": str(pem.client_key),
+        },
+    }
+
+
+def render_properties(props: dict[str, str], header: str = _NODE_HEADER) -> str:
     """Java properties text; values here never hold newlines, escape the few specials."""
 
     def escape(text: str, is_key: bool) -> str:
@@ -97,7 +213,6 @@ def render_properties(props: dict[str, str]) -> str:
             out = out.replace("=", "\\=").replace(":", "\\:").replace(" ", "\\ ")
         return out
 
-    header = "# Written by streamsend at every node start; edits here are overwritten.\n"
     body = "".join(f"{escape(k, True)}={escape(v, False)}\n" for k, v in props.items())
     return header + body
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
+import javaproperties
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # typed here; confluent_kafka.admin re-exports it
+
+from streamsend.errors import LocalKafkaError
 
 READY_TOPIC = "_streamsend_ready"
 
@@ -136,3 +141,30 @@ def wait_until_ready(
         except NotReady as exc:
             last = str(exc)
         time.sleep(0.3)
+
+
+def check_client_files(files: Sequence[Path], timeout: float) -> None:
+    """Log in with each client property file of a secure cluster and read metadata.
+
+    The files are a promise (``--config FILE`` just works): a listener, certificate or
+    SASL user that does not work is a failed ``up``, not a surprise for the user later.
+    Raises LocalKafkaError naming the file and librdkafka's reason.
+    """
+    for path in files:
+        with path.open(encoding="utf-8") as fp:
+            conf: dict[str, Any] = dict(javaproperties.load(fp))
+        errors: list[str] = []
+        conf.update(
+            {
+                "logger": _quiet,
+                "error_cb": lambda err, seen=errors: seen.append(err.str()),
+                "socket.connection.setup.timeout.ms": 5000,
+                "reconnect.backoff.max.ms": 500,
+            }
+        )
+        admin = AdminClient(conf)
+        try:
+            admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            reason = errors[-1] if errors else str(exc)
+            raise LocalKafkaError(f"the secure cluster refuses {path}: {reason}") from None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamsend.errors import LocalKafkaError
-from streamsend.localkafka import nodeconfig, process
+from streamsend.localkafka import nodeconfig, process, tls
 from streamsend.localkafka.layout import Layout, NodeSpec, port_is_free
 from streamsend.localkafka.readiness import READY_TOPIC, wait_until_ready
 
@@ -75,14 +75,16 @@ def _start_node(
     home = nodeconfig.node_dir(directory, node)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     props = properties_path(directory, node)
-    props.write_text(
-        nodeconfig.render_properties(nodeconfig.server_properties(directory, layout, node)),
-        encoding="utf-8",
+    credentials = tls.material(directory).credentials() if layout.secure else None
+    text = nodeconfig.render_properties(
+        nodeconfig.server_properties(directory, layout, node, credentials)
     )
+    # 0600: a secure node's file holds the PLAIN users' passwords.
+    tls.write_file(props, text.encode(), private=True)
     log, stdout = home / "logs" / "server.log", home / process.STDOUT_FILE
     log_offset, stdout_offset = process.file_size(log), process.file_size(stdout)
     if not (home / "data" / "meta.properties").exists():
-        _format_storage(directory, layout, node, java, libs, say)
+        _format_storage(directory, layout, node, java, libs, say, credentials)
     say(f"starting Kafka node {node.node_id} on 127.0.0.1:{node.port}")
     cmd = nodeconfig.java_command(
         java, libs, directory, node, layout.heap_mb, [process.KAFKA_MAIN, str(props)]
@@ -93,11 +95,19 @@ def _start_node(
 
 
 def _format_storage(
-    directory: Path, layout: Layout, node: NodeSpec, java: str, libs: Path, say: Progress
+    directory: Path,
+    layout: Layout,
+    node: NodeSpec,
+    java: str,
+    libs: Path,
+    say: Progress,
+    credentials: tls.Credentials | None,
 ) -> None:
     say(f"formatting storage of Kafka node {node.node_id} (cluster id {layout.cluster_id})")
     props = str(properties_path(directory, node))
     main = [process.STORAGE_TOOL_MAIN, "format", "-t", layout.cluster_id, "-c", props]
+    if credentials is not None:
+        main += nodeconfig.scram_format_arguments(credentials)
     # The storage tool only reads the config and writes a few files: a small heap is plenty.
     cmd = nodeconfig.java_command(java, libs, directory, node, 256, main)
     try:
@@ -115,7 +125,10 @@ def _format_storage(
             f"{FORMAT_TIMEOUT_SECONDS:.0f} s"
         ) from exc
     if done.returncode != 0:
-        lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+        output = done.stdout + done.stderr
+        if credentials is not None:  # the tool may echo its arguments
+            output = output.replace(credentials.scram_password, "(hidden)")
+        lines = [ln for ln in output.splitlines() if ln.strip()]
         log = nodeconfig.node_dir(directory, node) / "logs" / "server.log"
         raise LocalKafkaError(
             f"formatting the storage of Kafka node {node.node_id} failed "
