@@ -60,7 +60,16 @@ def env_name(prop: str) -> str:
 def is_secret(prop: str) -> bool:
     """Properties whose values must never be printed."""
     lowered = prop.lower()
-    words = ("password", "passphrase", "secret", "jaas", "token", "key.pem", "private.key")
+    words = (
+        "password",
+        "passphrase",
+        "secret",
+        "jaas",
+        "token",
+        "key.pem",
+        "private.key",
+        "oauthbearer.config",  # librdkafka's unsecured-JWT settings, redacted by it too
+    )
     return any(word in lowered for word in words)
 
 

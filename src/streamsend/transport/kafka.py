@@ -8,10 +8,11 @@ the pure core never see a Kafka type.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -23,8 +24,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from streamsend.config.kafka_properties import applies_to
+from streamsend.config.loader import is_secret
 from streamsend.config.settings import CommonSettings
-from streamsend.errors import Interrupted, KafkaFatal
+from streamsend.errors import ConfigError, Interrupted, KafkaFatal
 from streamsend.transport import msk_iam
 from streamsend.transport.base import TopicSpec
 
@@ -48,45 +50,117 @@ class _DropConnectionChurn(logging.Filter):
 kafka_log.addFilter(_DropConnectionChurn())
 
 ClientKind = Literal["producer", "consumer", "admin"]
+C = TypeVar("C")
 
-# Errors that retrying cannot fix: the operator has to change the configuration.
+# Errors that retrying cannot fix, with what they mean: the operator has to change the
+# configuration (or the broker's). The text of some says more: see fatal_cause().
+_NOT_AUTHORIZED = "not authorized (the broker's ACLs do not allow this principal)"
 _FATAL_CODES = {
-    KafkaError._AUTHENTICATION,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.GROUP_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError._SSL,
-    KafkaError._INVALID_ARG,
+    KafkaError._AUTHENTICATION: "authentication failed",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "SASL authentication failed",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: _NOT_AUTHORIZED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED: _NOT_AUTHORIZED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: _NOT_AUTHORIZED,
+    KafkaError._SSL: "TLS failed (check the ssl.* properties)",
+    KafkaError._INVALID_ARG: "invalid client configuration",
 }
 # Resolution failures are fatal only before we ever reached the cluster: a host name
 # that never resolved is a typo; one that stops resolving later is a network outage.
 _UNREACHABLE_CODES = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
 
+# What librdkafka 2.x says (in error_cb) when TLS or SASL refuses us, seen on Kafka 4.1:
+#   _AUTHENTICATION "SASL authentication error: Authentication failed during
+#       authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512" (wrong
+#       password or unknown user), "... Authentication failed: Invalid username or
+#       password" (PLAIN);
+#   _SSL "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed:
+#       broker certificate could not be verified ..." (the broker's certificate is not
+#       signed by ssl.ca.location), sometimes as _TRANSPORT "error:0A000086:SSL
+#       routines::certificate verify failed (... in state SSL_HANDSHAKE)";
+#   _TRANSPORT "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad
+#       certificate: SSL alert number 42 (... in state APIVERSION_QUERY)" (no client
+#       certificate for a listener that requires one; with TLS 1.3 the broker's alert
+#       arrives after the handshake), "... alert certificate unknown: SSL alert number 46"
+#       (a client certificate from a CA the broker does not trust);
+#   _TRANSPORT "SSL handshake failed: Disconnected: SSL connection closed by peer:
+#       connecting to a PLAINTEXT broker listener? (... in state SSL_HANDSHAKE)".
+# A broker that is down says "Connection refused" instead: none of these is an outage.
+_SERVER_UNTRUSTED = re.compile(r"certificate verify failed|broker certificate could not be")
+_CLIENT_CERT_REFUSED = re.compile(
+    r"alert (bad certificate|certificate (unknown|required|expired|revoked|unsupported)"
+    r"|unsupported certificate|unknown ca|access denied)"
+)
+_HANDSHAKE_CUT = re.compile(r"in state SSL_HANDSHAKE|SSL handshake failed")
+# A handshake cut short is fatal only when it keeps happening before we ever got through:
+# once, it may be a broker going down at that moment.
+_HANDSHAKE_CUTS_FATAL = 3
+
+
+def fatal_cause(code: int, text: str) -> str | None:
+    """What a librdkafka error means for the user, when retrying cannot fix it."""
+    if _SERVER_UNTRUSTED.search(text):
+        return (
+            "the broker's TLS certificate is not trusted (ssl.ca.location must hold the CA "
+            "that signed it, and the certificate must name the host in bootstrap.servers)"
+        )
+    if _CLIENT_CERT_REFUSED.search(text):
+        return (
+            "the broker requires a client certificate it trusts (ssl.certificate.location "
+            "and ssl.key.location, signed by a CA the broker trusts)"
+        )
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED) and (
+        "SASL" in text
+    ):
+        return "SASL authentication failed (check sasl.mechanism, sasl.username and sasl.password)"
+    return _FATAL_CODES.get(code)
+
 
 @dataclass
 class ConnectionWatch:
     """Turns librdkafka's error callback into one log line when Kafka becomes
-    unreachable and one when it is back, and remembers fatal errors."""
+    unreachable and one when it is back, and remembers fatal errors (authentication,
+    untrusted certificates: see :func:`fatal_cause`)."""
 
     name: str
     ever_connected: bool = False
     unreachable_since: float | None = None
-    fatal: KafkaError | None = None
+    fatal: str | None = None  # the one-line reason, once a fatal error was seen
+    handshake_cuts: int = 0
 
     def error_cb(self, err: KafkaError) -> None:
-        code = err.code()
-        if code in _FATAL_CODES or (code == KafkaError._RESOLVE and not self.ever_connected):
-            self.fatal = self.fatal or err
+        if self.fatal is not None:
+            return  # the "all brokers down" that follows a refusal is no news
+        code, text = err.code(), err.str()
+        cause = fatal_cause(code, text)
+        if cause is None and code == KafkaError._RESOLVE and not self.ever_connected:
+            cause = "the host in bootstrap.servers does not resolve"
+        if (
+            cause is None
+            and code == KafkaError._TRANSPORT
+            and not self.ever_connected
+            and _HANDSHAKE_CUT.search(text)
+        ):
+            self.handshake_cuts += 1
+            if self.handshake_cuts < _HANDSHAKE_CUTS_FATAL:
+                log.debug("%s: Kafka client reports %s", self.name, text)
+                return  # not "unreachable" yet: the next cut probably makes it fatal
+            cause = (
+                "the TLS handshake fails (security.protocol does not match the "
+                "listener in bootstrap.servers?)"
+            )
+        if cause is not None:
+            self.fatal = f"{cause}: {text}"
             return
-        if code in _UNREACHABLE_CODES:
-            self.unreachable(err.str())
+        if code == KafkaError._TRANSPORT:
+            self.handshake_cuts = 0  # consecutive cuts only: this one is something else
+        if code in _UNREACHABLE_CODES and not self.handshake_cuts:
+            self.unreachable(text)
             return
-        log.debug("%s: Kafka client reports %s", self.name, err.str())
+        log.debug("%s: Kafka client reports %s", self.name, text)
 
     def unreachable(self, detail: str) -> None:
         """Call when a request failed for want of a broker; logs only the first time."""
-        if self.unreachable_since is None:
+        if self.unreachable_since is None and self.fatal is None:
             self.unreachable_since = time.monotonic()
             log.warning(
                 "%s: Kafka is unreachable (%s); retrying until it is back", self.name, detail
@@ -95,6 +169,7 @@ class ConnectionWatch:
     def reached(self) -> None:
         """Call when a request succeeded."""
         self.ever_connected = True
+        self.handshake_cuts = 0
         if self.unreachable_since is not None:
             gone = time.monotonic() - self.unreachable_since
             log.warning("%s: Kafka is reachable again after %.0f s", self.name, gone)
@@ -102,7 +177,24 @@ class ConnectionWatch:
 
     def raise_if_fatal(self) -> None:
         if self.fatal is not None:
-            raise KafkaFatal(f"Kafka refused the connection: {self.fatal.str()}")
+            raise KafkaFatal(f"Kafka refused the connection: {self.fatal}")
+
+
+def new_client(factory: Callable[[dict[str, Any]], C], conf: dict[str, Any]) -> C:
+    """``factory(conf)`` (a confluent-kafka client class); a configuration librdkafka
+    rejects (a key file that does not parse, an unknown mechanism) is a ConfigError whose
+    one line names librdkafka's reason, with every secret value of ``conf`` blanked."""
+    try:
+        return factory(conf)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        reason = error.str() if isinstance(error, KafkaError) else str(exc)
+        for key, value in conf.items():
+            if isinstance(value, str) and value and is_secret(key):
+                reason = reason.replace(value, "(hidden)")
+        raise ConfigError(
+            f"the Kafka client rejects its configuration: {' '.join(reason.split())}"
+        ) from None
 
 
 def client_config(
@@ -149,7 +241,7 @@ class Admin:
 
     def __init__(self, settings: CommonSettings, watch: ConnectionWatch) -> None:
         self._watch = watch
-        self._client = AdminClient(client_config(settings, "admin", {}, watch))
+        self._client = new_client(AdminClient, client_config(settings, "admin", {}, watch))
 
     def wait_for_cluster(
         self, stopping: Callable[[], bool] = lambda: False, attempt_timeout: float = 5.0
@@ -157,16 +249,22 @@ class Admin:
         """Block until the cluster answers (for ever while it is merely unreachable, or
         until ``stopping()``); returns the number of brokers. Fatal errors (unknown host,
         failed authentication) raise KafkaFatal."""
+        failing_since: float | None = None
         while True:
             self._watch.raise_if_fatal()
             if stopping():
                 raise Interrupted("stopped while waiting for Kafka")
             try:
-                md = self._client.list_topics(timeout=attempt_timeout)
+                # Short slices: a refusal (wrong password, untrusted certificate) arrives
+                # in error_cb within milliseconds and ends the wait at the next slice.
+                md = self._client.list_topics(timeout=min(1.0, attempt_timeout))
             except KafkaException as exc:
                 self._client.poll(0)  # serves error_cb, where fatal errors are seen
                 self._watch.raise_if_fatal()
-                self._watch.unreachable(exc.args[0].str())
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= attempt_timeout:
+                    self._watch.unreachable(exc.args[0].str())
                 continue
             self._watch.raise_if_fatal()
             self._watch.reached()

@@ -23,7 +23,13 @@ from streamsend.transport.base import (
     Received,
     TopicPartition,
 )
-from streamsend.transport.kafka import Admin, ClientKind, ConnectionWatch, client_config
+from streamsend.transport.kafka import (
+    Admin,
+    ClientKind,
+    ConnectionWatch,
+    client_config,
+    new_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ STALL_SECONDS = 60.0
 
 class KafkaProducer:
     def __init__(self, conf: dict[str, Any], watch: ConnectionWatch) -> None:
-        self._producer = ck.Producer(conf)
+        self._producer = new_client(ck.Producer, conf)
         self._watch = watch
 
     def send(
@@ -82,7 +88,7 @@ def _headers(msg: ck.Message) -> Headers:
 
 class KafkaConsumer:
     def __init__(self, conf: dict[str, Any], watch: ConnectionWatch) -> None:
-        self._consumer = ck.Consumer(conf)
+        self._consumer = new_client(ck.Consumer, conf)
         self._watch = watch
 
     def subscribe(
@@ -185,7 +191,9 @@ class KafkaTransport:
                 "enable.partition.eof": True,
             },
         )
-        return _read_to_end(ck.Consumer(conf), topic, partition, self.watch.raise_if_fatal)
+        return _read_to_end(
+            new_client(ck.Consumer, conf), topic, partition, self.watch.raise_if_fatal
+        )
 
     def raise_if_fatal(self) -> None:
         self.watch.raise_if_fatal()
