@@ -19,7 +19,7 @@ import pytest
 from harness import Pipeline
 from streamsend import localkafka
 
-_KAFKA_FIXTURES = {"kafka_cluster", "bootstrap_servers"}
+_KAFKA_FIXTURES = {"kafka_cluster", "bootstrap_servers", "secure_cluster"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,25 @@ def kafka_cluster(
         return
     directory = tmp_path_factory.mktemp("kafka")
     # port=0: never 9092, so a developer's own broker or a parallel session is no obstacle.
-    cluster = localkafka.up(dir=directory, port=0)
+    # secure: the same JVM also serves the transport-security tests (SASL_SSL, mTLS).
+    cluster = localkafka.up(dir=directory, port=0, secure=True)
+    try:
+        yield cluster
+    finally:
+        localkafka.down(directory)
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(
+    kafka_cluster: localkafka.Cluster | ExternalKafka, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[localkafka.Cluster]:
+    """A cluster of ``kafka up --secure``: the session's own, or (when the session uses
+    an external cluster) one started for these tests and stopped at the end."""
+    if isinstance(kafka_cluster, localkafka.Cluster) and kafka_cluster.secure:
+        yield kafka_cluster
+        return
+    directory = tmp_path_factory.mktemp("kafka-secure")
+    cluster = localkafka.up(dir=directory, port=0, secure=True, heap_mb=256)
     try:
         yield cluster
     finally:

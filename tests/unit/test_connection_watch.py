@@ -51,6 +51,10 @@ REFUSED = (
 )
 
 
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 def fatal_line(watch: ConnectionWatch) -> str:
     with pytest.raises(KafkaFatal) as caught:
         watch.raise_if_fatal()
@@ -91,7 +95,7 @@ def test_the_all_brokers_down_after_a_refusal_logs_nothing(
     watch.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     watch.unreachable("Failed to get metadata")
     assert watch.unreachable_since is None
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings(caplog) == []
     assert "SCRAM-SHA-512" in fatal_line(watch)  # the first cause is the one reported
 
 
@@ -102,8 +106,8 @@ def test_a_broker_that_is_down_is_an_outage_not_a_refusal(caplog: pytest.LogCapt
         watch.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     watch.raise_if_fatal()
     assert watch.unreachable_since is not None
-    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    logged = warnings(caplog)
+    assert len(logged) == 1 and "unreachable" in logged[0]
 
 
 def test_a_repeated_cut_handshake_before_any_success_is_fatal(
@@ -116,7 +120,7 @@ def test_a_repeated_cut_handshake_before_any_success_is_fatal(
     watch.raise_if_fatal()  # twice may be a broker going down mid-handshake
     watch.error_cb(KafkaError(KafkaError._TRANSPORT, TLS_TO_PLAINTEXT))
     assert "security.protocol" in fatal_line(watch)
-    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings(caplog) == []
 
 
 def test_a_cut_handshake_after_success_or_between_refusals_is_an_outage() -> None:

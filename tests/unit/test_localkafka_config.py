@@ -309,3 +309,14 @@ def test_unreadable_credentials_are_named_without_their_content(tmp_path: Path) 
         made.credentials()
     assert str(made.credentials_file) in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_secure_up_on_a_plaintext_cluster_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    layout.save_layout(tmp_path, make_layout(1))
+    with pytest.raises(ConfigError, match="created without --secure") as caught:
+        localkafka.up(tmp_path, secure=True)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "tls").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", layout.LAYOUT_FILE]
