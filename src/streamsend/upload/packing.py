@@ -30,6 +30,11 @@ class Packs(Generic[Member]):
         self._buffers: dict[int, PackBuffer[Member]] = {}
         self._total = 0
 
+    def fits(self, size: int, path: str) -> bool:
+        """Whether a file of ``size`` bytes at ``path`` fits in a pack at all (a larger
+        one, in a pack of its own, would make a record longer than the limit)."""
+        return size + pack_overhead(path) <= self.record_limit
+
     def add(
         self, partition: int, end: End, data: bytes, member: Member
     ) -> list[tuple[int, PackBuffer[Member]]]:
@@ -37,7 +42,7 @@ class Packs(Generic[Member]):
         pack when the file does not fit in it any more, and every pack when together
         they hold more than ``total_limit``."""
         ready: list[tuple[int, PackBuffer[Member]]] = []
-        grow = pack_overhead(end) + len(data)
+        grow = pack_overhead(end.path) + len(data)
         buffer = self._buffers.get(partition)
         if buffer is not None and buffer.size + grow > self.record_limit:
             ready.append((partition, self._take(partition)))

@@ -628,7 +628,8 @@ class Uploader:
             before = identity(os.fstat(fd))
             if before != cand.identity:
                 return  # changed since the scan: the next scan sees the new version
-            if cand.size <= self.settings.pack_file_max_bytes > 0:
+            packable = cand.size <= self.settings.pack_file_max_bytes > 0
+            if packable and self._packs.fits(cand.size, wire):
                 self._pack_open(cand, wire, fd, before)
             else:
                 self._send_open(cand, wire, fd, before)

@@ -239,9 +239,9 @@ def encode(msg: Message, codec: Codec = NO_CODEC) -> tuple[bytes, EncodedHeaders
     return record_key(msg.uploader, msg.path), headers, value
 
 
-def pack_overhead(end: End) -> int:
-    """An upper bound of the bytes ``end`` adds to a pack besides the file's own."""
-    return 64 + len(end.transfer) + len(end.path.encode()) * 6 + 250
+def pack_overhead(path: str) -> int:
+    """An upper bound of the bytes a file at ``path`` adds to a pack besides its own."""
+    return 64 + 32 + len(path.encode()) * 6 + 250
 
 
 def _encode_pack(pack: Pack, codec: Codec) -> tuple[bytes, EncodedHeaders, bytes]:
