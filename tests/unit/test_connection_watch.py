@@ -18,6 +18,11 @@ SCRAM_WRONG = (
     "during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512 "
     "(after 310ms in state AUTH_REQ)"
 )
+# What librdkafka reported for AWS_MSK_IAM against a listener without OAUTHBEARER.
+OAUTHBEARER_REFUSED = (
+    "SASL OAUTHBEARER mechanism handshake failed: Broker: Request not valid in current SASL "
+    "state: broker's supported mechanisms:  (after 0ms in state AUTH_HANDSHAKE)"
+)
 PLAIN_WRONG = (
     "sasl_ssl://127.0.0.1:47133/bootstrap: SASL authentication error: Authentication failed: "
     "Invalid username or password (after 301ms in state AUTH_REQ)"
@@ -68,6 +73,7 @@ def fatal_line(watch: ConnectionWatch) -> str:
     [
         (KafkaError._AUTHENTICATION, SCRAM_WRONG, "SASL authentication failed"),
         (KafkaError._AUTHENTICATION, PLAIN_WRONG, "SASL authentication failed"),
+        (KafkaError._AUTHENTICATION, OAUTHBEARER_REFUSED, "SASL OAUTHBEARER authentication"),
         (KafkaError._SSL, UNTRUSTED_SSL, "the broker's TLS certificate is not trusted"),
         (KafkaError._TRANSPORT, UNTRUSTED_TRANSPORT, "the broker's TLS certificate is not trusted"),
         (KafkaError._TRANSPORT, NO_CLIENT_CERT, "the broker requires a client certificate"),

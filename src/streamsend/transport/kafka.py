@@ -111,6 +111,12 @@ def fatal_cause(code: int, text: str) -> str | None:
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED) and (
         "SASL" in text
     ):
+        if "OAUTHBEARER" in text:
+            return (
+                "SASL OAUTHBEARER authentication failed (check sasl.mechanism, the "
+                "sasl.oauthbearer.* properties or, for AWS_MSK_IAM, the aws.* properties "
+                "and that the listener offers it)"
+            )
         return "SASL authentication failed (check sasl.mechanism, sasl.username and sasl.password)"
     return _FATAL_CODES.get(code)
 
