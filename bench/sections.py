@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -393,6 +394,53 @@ def compression(b: Bench, s: Section) -> None:
                    "broker's segment files (local broker only)")  # fmt: skip
 
 
+def encryption(b: Bench, s: Section) -> None:
+    """End-to-end encryption: its cost in speed, and padding's cost in bytes on the topic."""
+    d = b.enter(s.name)
+    made = subprocess.run([*b.cli, "keygen", "-o", str(d / "id.key")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    fail_unless(made.returncode == 0, f"streamsend keygen failed: {made.stderr.strip()}")
+    recipient = made.stdout.strip()
+    identity = ["--encryption.identity.file", str(d / "id.key")]
+    rng = random.Random(9)
+    big, many = d / "large", d / "small"
+    workloads = [
+        ("large random", big, [write_random(big / "large.bin", b.sizes.codec_large, rng)]),
+        ("small text", many, write_small_files(many, b.sizes.codec_small_files, rng, text=True)),
+    ]
+    variants: list[tuple[str, list[str]]] = [
+        ("plain", []),
+        ("encrypted, padding chunk", ["--encryption.recipients", recipient]),
+        ("encrypted, padding none",
+         ["--encryption.recipients", recipient, "--encryption.padding", "none"]),
+    ]  # fmt: skip
+    s.setup.update(large=human_size(b.sizes.codec_large), small_files=b.sizes.codec_small_files,
+                   compression="zstd (default)")  # fmt: skip
+    for workload, source, files in workloads:
+        nbytes = sum(f.size for f in files)
+        for variant, extra in rotated(variants, b.run_index):
+            tag = f"{workload}-{variant}".replace(" ", "-").replace(",", "")
+            topic = unique(tag)
+            up = b.upload_once(f"upload-{tag}", topic, source, nbytes, len(files), extra=extra)
+            counted = b.raw_consume(f"count-{tag}", topic, bounded=False, nbytes=nbytes)
+            on_topic = int(counted.result["value_bytes"]) + int(
+                counted.result["key_and_header_bytes"]
+            )
+            down = b.download_all(f"download-{tag}", topic, d / f"out-{tag}", files,
+                                  idle_exit=False, extra=identity)  # fmt: skip
+            per_s = round(len(files) / down.delivered_s, 1) if len(files) > 1 else None
+            s.row(f"{workload}, {variant}", round(on_topic / nbytes, 3),
+                  "file bytes (record bytes on topic)", headline=False,
+                  upload_MBps=mbps(nbytes, up.exit.seconds),
+                  download_MBps=mbps(nbytes, down.delivered_s), files_per_s=per_s,
+                  record_MiB=mib(on_topic))  # fmt: skip
+            shutil.rmtree(d / f"out-{tag}")
+            b.kafka.delete_all()
+    s.notes.append("padding chunk pads every record with file bytes to the chunk size, so "
+                   "small files (packed) and the last chunk of each file cost a whole chunk; "
+                   "compression is skipped then")  # fmt: skip
+
+
 SECTIONS: dict[str, tuple[SectionFn, str]] = {
     "large": (large, "raw client limit, and one large file up and down"),
     "small": (small, "small files end to end, downloader running"),
@@ -402,4 +450,5 @@ SECTIONS: dict[str, tuple[SectionFn, str]] = {
     "group": (group, "downloader group of 2 vs 1"),
     "funnel": (funnel, "funnel of simulated uploaders into one downloader"),
     "compression": (compression, "per-chunk compression codecs"),
+    "encryption": (encryption, "end-to-end encryption: speed, and padding's bytes"),
 }
