@@ -198,7 +198,11 @@ def test_secure_node_adds_a_sasl_ssl_and_an_mtls_listener() -> None:
     assert props["ssl.keystore.location"] == str(DIR / "tls" / "broker-keystore.pem")
     assert props["ssl.truststore.location"] == str(DIR / "tls" / "ca.pem")
     assert props["listener.name.mtls.ssl.client.auth"] == "required"
-    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-512"
+    assert props["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == (
+        "PLAIN,SCRAM-SHA-512,OAUTHBEARER"
+    )
+    oauthbearer = props["listener.name.sasl_ssl.oauthbearer.sasl.jaas.config"]
+    assert oauthbearer.endswith("OAuthBearerLoginModule required;")
     jaas = props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
     assert 'user_streamsend="plain-pw";' in jaas
     assert "scram-pw" not in "".join(props.values())  # SCRAM users live in the metadata

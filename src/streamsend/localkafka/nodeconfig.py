@@ -30,7 +30,8 @@ _PROTOCOLS = {
     MTLS_LISTENER: "SSL",
 }
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-SASL_MECHANISMS = ("PLAIN", SCRAM_MECHANISM)
+OAUTHBEARER_MECHANISM = "OAUTHBEARER"
+SASL_MECHANISMS = ("PLAIN", SCRAM_MECHANISM, OAUTHBEARER_MECHANISM)
 CLIENT_SASL_PLAIN_FILE = "client-sasl-ssl-plain.properties"
 CLIENT_SASL_SCRAM_FILE = "client-sasl-ssl-scram.properties"
 CLIENT_MTLS_FILE = "client-mtls.properties"
@@ -153,6 +154,12 @@ def _secure_properties(directory: Path, credentials: tls.Credentials) -> dict[st
         # SCRAM users are stored in the cluster metadata (created at format time).
         sasl + "scram-sha-512.sasl.jaas.config": (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        # No callback handler configured: Kafka's default for OAUTHBEARER, the *unsecured*
+        # validator, takes any unsigned (alg none) JWT with `sub` and `exp` claims, from
+        # whatever OIDC endpoint the client asked. For trying OAUTHBEARER/OIDC clients only.
+        sasl + "oauthbearer.sasl.jaas.config": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
         ),
         mtls + "ssl.client.auth": "required",
     }
