@@ -12,6 +12,7 @@ from pathlib import Path
 import javaproperties
 
 from streamsend import localkafka
+from streamsend.errors import ExitStatus
 from streamsend.localkafka import nodeconfig, tls
 
 # Each transport mode and the client property file `kafka up --secure` writes for it
@@ -59,6 +60,20 @@ def streamsend(
     begin = time.monotonic()
     done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
     return done, time.monotonic() - begin
+
+
+# A refusal arrives within a second; the rest is Python and librdkafka starting up.
+REFUSAL_MAX_SECONDS = 20
+
+
+def refusal_line(done: subprocess.CompletedProcess[str], seconds: float) -> str:
+    """The one stderr line of a run Kafka refused: exit 5, in seconds, nothing else."""
+    assert done.returncode == ExitStatus.KAFKA_FATAL, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert seconds < REFUSAL_MAX_SECONDS, f"{seconds:.1f} s to give up"
+    assert done.stdout == ""
+    return lines[0]
 
 
 def role_args(role: str, directory: Path) -> list[str]:

@@ -7,11 +7,13 @@ end to end); here the classification is pinned without a broker.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from confluent_kafka import KafkaError
 
 from streamsend.errors import KafkaFatal
-from streamsend.transport.kafka import ConnectionWatch
+from streamsend.transport.kafka import ConnectionWatch, kafka_log
 
 SCRAM_WRONG = (
     "sasl_ssl://127.0.0.1:47133/bootstrap: SASL authentication error: Authentication failed "
@@ -22,6 +24,13 @@ SCRAM_WRONG = (
 OAUTHBEARER_REFUSED = (
     "SASL OAUTHBEARER mechanism handshake failed: Broker: Request not valid in current SASL "
     "state: broker's supported mechanisms:  (after 0ms in state AUTH_HANDSHAKE)"
+)
+# OIDC client credentials (sasl.oauthbearer.method=oidc): the token endpoint refuses the
+# client secret (HTTP 401; librdkafka quotes the endpoint's answer), or does not answer.
+OIDC_WRONG_SECRET = 'Failed to acquire SASL OAUTHBEARER token: {"error": "invalid_client"}'
+OIDC_ENDPOINT_DOWN = (
+    "Failed to acquire SASL OAUTHBEARER token: Failed to connect to 127.0.0.1:1 after 0 ms: "
+    "Could not connect to server"
 )
 PLAIN_WRONG = (
     "sasl_ssl://127.0.0.1:47133/bootstrap: SASL authentication error: Authentication failed: "
@@ -74,6 +83,7 @@ def fatal_line(watch: ConnectionWatch) -> str:
         (KafkaError._AUTHENTICATION, SCRAM_WRONG, "SASL authentication failed"),
         (KafkaError._AUTHENTICATION, PLAIN_WRONG, "SASL authentication failed"),
         (KafkaError._AUTHENTICATION, OAUTHBEARER_REFUSED, "SASL OAUTHBEARER authentication"),
+        (KafkaError._AUTHENTICATION, OIDC_WRONG_SECRET, "SASL OAUTHBEARER authentication"),
         (KafkaError._SSL, UNTRUSTED_SSL, "the broker's TLS certificate is not trusted"),
         (KafkaError._TRANSPORT, UNTRUSTED_TRANSPORT, "the broker's TLS certificate is not trusted"),
         (KafkaError._TRANSPORT, NO_CLIENT_CERT, "the broker requires a client certificate"),
@@ -114,6 +124,34 @@ def test_a_broker_that_is_down_is_an_outage_not_a_refusal(caplog: pytest.LogCapt
     assert watch.unreachable_since is not None
     logged = warnings(caplog)
     assert len(logged) == 1 and "unreachable" in logged[0]
+
+
+def test_an_oidc_token_endpoint_that_is_down_is_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = ConnectionWatch("downloader")
+    for _ in range(5):  # librdkafka asks the endpoint again every 10 s
+        watch.error_cb(KafkaError(KafkaError._AUTHENTICATION, OIDC_ENDPOINT_DOWN))
+    watch.raise_if_fatal()
+    logged = warnings(caplog)
+    assert len(logged) == 1 and OIDC_ENDPOINT_DOWN in logged[0]
+
+
+def test_librdkafkas_oidc_log_line_is_kept_for_debug() -> None:
+    """librdkafka logs each failed token request (facility OIDC) besides reporting it to
+    error_cb: below DEBUG only the one line of ConnectionWatch remains."""
+    line = 'Failed to retrieve OIDC token from "http://127.0.0.1:1/token": ... (401)'
+    record = kafka_log.makeRecord(
+        kafka_log.name, logging.ERROR, __file__, 0, "%s [%s] %s", ("OIDC", "p-1", line), None
+    )
+    level = kafka_log.level
+    try:
+        kafka_log.setLevel(logging.INFO)
+        assert not kafka_log.filter(record)
+        kafka_log.setLevel(logging.DEBUG)
+        assert kafka_log.filter(record)
+    finally:
+        kafka_log.setLevel(level)
 
 
 def test_a_repeated_cut_handshake_before_any_success_is_fatal(

@@ -35,7 +35,8 @@ kafka_log = logging.getLogger("streamsend.librdkafka")
 
 # librdkafka log facilities that repeat, every few seconds, what ConnectionWatch reports
 # once ("unreachable" / "reachable again"): during an outage they would flood the log.
-_CHURN_FACILITIES = frozenset({"FAIL", "GETPID", "REQTMOUT", "ERROR", "FETCHERR"})
+# OIDC logs each failed token request (every 10 s) that error_cb reports too.
+_CHURN_FACILITIES = frozenset({"FAIL", "GETPID", "REQTMOUT", "ERROR", "FETCHERR", "OIDC"})
 
 
 class _DropConnectionChurn(logging.Filter):
@@ -91,6 +92,16 @@ _CLIENT_CERT_REFUSED = re.compile(
     r"|unsupported certificate|unknown ca|access denied)"
 )
 _HANDSHAKE_CUT = re.compile(r"in state SSL_HANDSHAKE|SSL handshake failed")
+# An OIDC token endpoint (sasl.oauthbearer.method=oidc) that does not answer is an outage
+# like a broker that is down, not a refusal: librdkafka asks again every 10 s. Its curl
+# error, seen with librdkafka 2.16: _AUTHENTICATION "Failed to acquire SASL OAUTHBEARER
+# token: Failed to connect to 127.0.0.1:1 after 0 ms: Could not connect to server". A
+# refused client (wrong secret: HTTP 401) shows the endpoint's answer instead, e.g.
+# "Failed to acquire SASL OAUTHBEARER token: {"error": "invalid_client"}": fatal.
+_TOKEN_ENDPOINT_DOWN = re.compile(
+    r"OAUTHBEARER token: (Failed to connect|Could not connect|Could not resolve|"
+    r"Connection timed out|Operation timed out|Timeout was reached)"
+)
 # A handshake cut short is fatal only when it keeps happening before we ever got through:
 # once, it may be a broker going down at that moment.
 _HANDSHAKE_CUTS_FATAL = 3
@@ -108,6 +119,8 @@ def fatal_cause(code: int, text: str) -> str | None:
             "the broker requires a client certificate it trusts (ssl.certificate.location "
             "and ssl.key.location, signed by a CA the broker trusts)"
         )
+    if _TOKEN_ENDPOINT_DOWN.search(text):
+        return None
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED) and (
         "SASL" in text
     ):
@@ -159,7 +172,9 @@ class ConnectionWatch:
             return
         if code == KafkaError._TRANSPORT:
             self.handshake_cuts = 0  # consecutive cuts only: this one is something else
-        if code in _UNREACHABLE_CODES and not self.handshake_cuts:
+        if (code in _UNREACHABLE_CODES and not self.handshake_cuts) or (
+            _TOKEN_ENDPOINT_DOWN.search(text)
+        ):
             self.unreachable(text)
             return
         log.debug("%s: Kafka client reports %s", self.name, text)
