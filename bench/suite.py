@@ -130,8 +130,9 @@ def merge(runs: list[Section]) -> Section:
     merged = runs[-1]
     merged.setup["runs"] = len(runs)
     merged.notes.append(f"every figure is the median of {len(runs)} runs")
-    for i, row in enumerate(merged.rows):
-        same = [run.rows[i] for run in runs if len(run.rows) > i]
+    for row in merged.rows:
+        # By figure, not by position: a section may emit its variants in a rotated order.
+        same = [r for run in runs for r in run.rows if r.figure == row.figure]
         ratios = [r.ratio for r in same if r.ratio is not None]
         row.ratio = round(statistics.median(ratios), 2) if ratios else row.ratio
         for key, value in row.values.items():
