@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import confluent_kafka as ck
 
 from streamsend.config.settings import CommonSettings
-from streamsend.errors import KafkaFatal
+from streamsend.errors import ConfigError, KafkaFatal
 from streamsend.transport.base import (
     AckCallback,
     CommitFailed,
@@ -32,6 +32,19 @@ from streamsend.transport.kafka import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _reader_config() -> dict[str, object]:
+    """A reader of whole partitions: assigned, never subscribed, so its random group id
+    (librdkafka requires one) never joins a group, and it commits nothing."""
+    return {
+        "group.id": f"streamsend-reader-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+    }
+
 
 # Reading a partition that yields nothing for this long while not at its end is an error.
 STALL_SECONDS = 60.0
@@ -182,18 +195,25 @@ class KafkaTransport:
     def read_partition(
         self, topic: str, partition: int
     ) -> Iterator[tuple[bytes | None, bytes | None]]:
-        conf = self._config(
-            "consumer",
-            {
-                "group.id": f"streamsend-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-            },
-        )
-        return _read_to_end(
-            new_client(ck.Consumer, conf), topic, partition, self.watch.raise_if_fatal
-        )
+        conf = self._config("consumer", _reader_config())
+        return _read_to_end(new_client(ck.Consumer, conf), topic, partition, self.watch)
+
+    def read_topic(
+        self, topic: str, ends: dict[int, tuple[int, int]] | None = None
+    ) -> Iterator[Received]:
+        """Every record of every partition of ``topic``, from its beginning to the end it
+        had when reading started, without joining a group or committing anything (the
+        group id is random and never used for a commit). Waits for the cluster as the
+        services do; an unknown topic is a ConfigError. ``ends``: as _read_partitions."""
+        admin = self.admin()
+        admin.wait_for_cluster()
+        if not admin.topic_exists(topic):
+            servers = self._settings.bootstrap_servers
+            raise ConfigError(f"topic {topic!r} does not exist on {servers} (check topic)")
+        partitions = list(range(admin.partition_count(topic)))
+        # The user's properties apply, but not their group or auto-commit.
+        conf = {**self._config("consumer", {}), **_reader_config()}
+        return _read_partitions(new_client(ck.Consumer, conf), topic, partitions, self.watch, ends)
 
     def raise_if_fatal(self) -> None:
         self.watch.raise_if_fatal()
@@ -203,29 +223,58 @@ class KafkaTransport:
 
 
 def _read_to_end(
-    consumer: ck.Consumer, topic: str, partition: int, check: Callable[[], None]
+    consumer: ck.Consumer, topic: str, partition: int, watch: ConnectionWatch
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
     """Every record of one partition up to the end it had when reading started."""
+    for rec in _read_partitions(consumer, topic, [partition], watch):
+        yield rec.key, rec.value
+
+
+def _read_partitions(
+    consumer: ck.Consumer,
+    topic: str,
+    partitions: list[int],
+    watch: ConnectionWatch,
+    ends: dict[int, tuple[int, int]] | None = None,
+) -> Iterator[Received]:
+    """Every record of ``partitions`` up to the end each had when reading started, by
+    assignment (never a group subscription, never a commit); closes ``consumer``.
+    ``ends`` receives each partition's (low, high) watermarks. A stall counts only
+    while the cluster is not known to be unreachable (an outage waits, as services do)."""
     try:
-        low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, partition), timeout=30)
-        if high <= low:
+        high: dict[int, int] = {}
+        for p in partitions:
+            low, hi = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=30)
+            if ends is not None:
+                ends[p] = (low, hi)
+            if hi > low:
+                high[p] = hi
+        if not high:
             return
-        consumer.assign([ck.TopicPartition(topic, partition, ck.OFFSET_BEGINNING)])
+        consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in high])
         last_progress = time.monotonic()
-        while True:
-            check()
+        while high:
+            watch.raise_if_fatal()
+            if watch.unreachable_since is not None:
+                last_progress = time.monotonic()
             if time.monotonic() - last_progress > STALL_SECONDS:
-                raise KafkaFatal(f"reading {topic}[{partition}] stalled for {STALL_SECONDS:.0f} s")
+                raise KafkaFatal(f"reading {topic} stalled for {STALL_SECONDS:.0f} s")
             # Batches: a million small records one poll() at a time is slow.
             for msg in consumer.consume(num_messages=10_000, timeout=1.0):
                 last_progress = time.monotonic()
+                watch.reached()
+                p = msg.partition() or 0
                 err = msg.error()
                 if err is not None:
                     if err.code() == ck.KafkaError._PARTITION_EOF:
-                        return
-                    raise KafkaFatal(f"reading {topic}[{partition}]: {err.str()}")
-                yield msg.key(), msg.value()
-                if (msg.offset() or 0) + 1 >= high:
-                    return
+                        high.pop(p, None)
+                        continue
+                    raise KafkaFatal(f"reading {topic}[{p}]: {err.str()}")
+                offset = msg.offset() or 0
+                if p not in high or offset >= high[p]:
+                    continue  # written after reading started
+                yield Received(topic, p, offset, msg.key(), _headers(msg), msg.value())
+                if offset + 1 >= high[p]:
+                    del high[p]
     finally:
         consumer.close()
