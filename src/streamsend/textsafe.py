@@ -8,8 +8,10 @@ formatter escapes whatever still reaches it, as a second line of defence.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 # Control, format (bidi overrides...), line and paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
@@ -22,6 +24,21 @@ def escape_controls(text: str) -> str:
         return text
     return "".join(
         repr(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text
+    )
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON that is safe to print: every control or invisible
+    formatting character is a ``\\uXXXX`` escape (JSON escapes C0 controls itself; C1
+    controls, bidi overrides and separators are escaped here) while other text, any
+    script, stays readable. Parsing the line gives back exactly ``value``."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    if text.isprintable():
+        return text
+    # Only string contents can hold such characters; JSON's own syntax is printable.
+    return "".join(
+        json.dumps(ch)[1:-1] if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch
+        for ch in text
     )
 
 

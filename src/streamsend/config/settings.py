@@ -93,6 +93,15 @@ class CommonSettings:
         "Logging threshold.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    log_format: str = setting(
+        "log.format",
+        "text",
+        "How log lines are written to stderr. text: one readable line per event. json: one "
+        "JSON object per line with time (ISO 8601, UTC), level, logger, message and the "
+        "event's fields (event, uploader, path, bytes, duration_s, outcome, cause...), for "
+        "log collectors. Untrusted text is escaped in both. See docs/operations.md.",
+        choices=("text", "json"),
+    )
     aws_region: str = setting(
         "aws.region",
         "",

@@ -106,6 +106,8 @@ class Transfer:
     dirty: bool = True  # changed since the ledger last recorded it
     verified: bool = False  # its bytes matched the end record; waiting for delivery
     last_activity: float = field(default_factory=time.time)
+    # When this process met it (monotonic), for the delivered line's duration.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def label(self) -> str:

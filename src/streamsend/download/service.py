@@ -38,6 +38,7 @@ from streamsend.download.staging import (
 )
 from streamsend.errors import ConfigError, ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.lockfile import DirectoryLock
+from streamsend.logs import event, log_banner
 from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
 from streamsend.wire import agekeys
@@ -229,6 +230,8 @@ class Downloader:
                 # group is not idleness.
                 last_message = max(last_message, self._assigned_at)
                 self._assigned_at = None
+                if not assigned:
+                    self._banner()
                 assigned = True
             if record is not None:
                 if not self._with_space(consumer, functools.partial(self._handle, record)):
@@ -273,6 +276,31 @@ class Downloader:
             labels = [repr(t.label) for t in self.transfers.values()]
             raise TransferIncomplete(f"{len(labels)} file(s) incomplete: {listing(labels)}")
 
+    def _banner(self) -> None:
+        """The start-up line, once connected (first assignment): what this downloader
+        runs with."""
+        s = self.settings
+        group = s.kafka.get("group.id") or default_group_id(self.output_dir, s.topic)
+        try:
+            partitions: int | None = self.transport.admin().partition_count(s.topic)
+        except Exception:  # a banner must not stop the downloader (Kafka gone again)
+            log.debug("partition count unknown", exc_info=True)
+            partitions = None
+        identities, assigned = s.encryption_identity_file, len(self._assigned)
+        log_banner(
+            log,
+            "downloader",
+            f": topic {s.topic} ({'?' if partitions is None else partitions} partitions, "
+            f"{assigned} assigned), group id {group}",
+            s.kafka,
+            f"identity file {identities}" if identities else None,
+            topic=s.topic,
+            partitions=partitions,
+            assigned=assigned,
+            group_id=group,
+            identity_file=identities or None,
+        )
+
     def _progress(self) -> None:
         log.info(
             "progress: %d file(s), %.1f MiB delivered; %d in staging%s",
@@ -300,13 +328,20 @@ class Downloader:
                         paused_at = time.monotonic()
                         self.stats.disk_full_pauses += 1
                         consumer.pause()
+                        free = self.staging.free_bytes()
                         log.warning(
                             "output.dir %r is full: %d more bytes needed for %s "
                             "(%d free); consumption paused until there is room",
                             str(self.output_dir),
                             full.needed,
                             full.what,
-                            self.staging.free_bytes(),
+                            free,
+                            extra=event(
+                                "download.paused",
+                                cause="disk full",
+                                bytes_needed=full.needed,
+                                bytes_free=free,
+                            ),
                         )
                     waiting = self.transfers.get(full.transfer or "")
                     if waiting is not None:
@@ -318,9 +353,11 @@ class Downloader:
             if paused_at is not None:
                 consumer.resume()
                 if not self._stop:
+                    paused = time.monotonic() - paused_at
                     log.warning(
                         "output.dir has room again: resumed after %.0f s",
-                        time.monotonic() - paused_at,
+                        paused,
+                        extra=event("download.resumed", duration_s=round(paused, 3)),
                     )
 
     def _wait_for_space(
@@ -376,7 +413,21 @@ class Downloader:
             assert end is not None
             self.stats.delivered += 1
             self.stats.delivered_bytes += end.size
-            log.info("delivered %r (%d bytes, sha256 %s)", str(final), end.size, end.sha256[:16])
+            log.info(
+                "delivered %r (%d bytes, sha256 %s)",
+                str(final),
+                end.size,
+                end.sha256[:16],
+                extra=_file_event(
+                    "file.delivered",
+                    t.uploader,
+                    t.path,
+                    bytes=end.size,
+                    duration_s=round(time.monotonic() - t.started, 3),
+                    outcome="delivered",
+                    sha256=end.sha256,
+                ),
+            )
         self.staging.sync_directories()
 
     def _checkpoint(self, consumer: Consumer) -> None:
@@ -398,7 +449,11 @@ class Downloader:
             try:
                 consumer.commit(offsets, metadata)
             except CommitFailed as exc:
-                log.warning("offset commit failed (records will be replayed): %s", exc)
+                log.warning(
+                    "offset commit failed (records will be replayed): %s",
+                    exc,
+                    extra=event("offsets.commit_failed", cause=str(exc)),
+                )
             else:
                 self.offsets.committed(offsets, metadata)
 
@@ -420,6 +475,14 @@ class Downloader:
                 "abandoned %r: nothing received for %.0f s (partial.file.expiry.ms)",
                 t.label,
                 self._expiry,
+                extra=_file_event(
+                    "file.expired",
+                    t.uploader,
+                    t.path,
+                    bytes=t.received.total(),
+                    outcome="expired",
+                    cause="nothing received for partial.file.expiry.ms",
+                ),
             )
         while self.done and (
             len(self.done) > DONE_LIMIT or now - next(iter(self.done.values())) > self._expiry
@@ -486,15 +549,29 @@ class Downloader:
             return
         except NotStreamsend:
             self.stats.skipped_foreign += 1
-            log.warning("skipping %s: not a Streamsend record", rec.where)
+            log.warning(
+                "skipping %s: not a Streamsend record",
+                rec.where,
+                extra=event("record.skipped", where=rec.where, cause="not a Streamsend record"),
+            )
             return
         except UnsupportedVersion as exc:
             self.stats.skipped_version += 1
-            log.error("skipping %s: %s", rec.where, exc)
+            log.error(
+                "skipping %s: %s",
+                rec.where,
+                exc,
+                extra=event("record.skipped", where=rec.where, cause=str(exc)),
+            )
             return
         except ProtocolError as exc:
             self.stats.skipped_invalid += 1
-            log.warning("skipping %s: %s", rec.where, exc)
+            log.warning(
+                "skipping %s: %s",
+                rec.where,
+                exc,
+                extra=event("record.skipped", where=rec.where, cause=str(exc)),
+            )
             self._reject_transfer_of(rec, str(exc))
             return
         # A pack is handled as the records that would carry each of its files alone.
@@ -518,16 +595,41 @@ class Downloader:
         except UnsafePath as exc:
             self.stats.unsafe_paths += 1
             self._ignore(record.transfer)
-            log.error("rejecting %s: unsafe path %r: %s", rec.where, record.path, exc)
+            log.error(
+                "rejecting %s: unsafe path %r: %s",
+                rec.where,
+                record.path,
+                exc,
+                extra=_file_event(
+                    "file.rejected",
+                    record.uploader,
+                    record.path,
+                    outcome="rejected",
+                    cause=f"unsafe path: {exc}",
+                ),
+            )
             self._drop(record.transfer)
         except (ProtocolError, Unstorable) as exc:
             self.stats.skipped_invalid += 1
-            log.warning("skipping %s: %s", rec.where, exc)
+            log.warning(
+                "skipping %s: %s",
+                rec.where,
+                exc,
+                extra=event("record.skipped", where=rec.where, cause=str(exc)),
+            )
             self._reject_if_staged(record.transfer, str(exc))
         except OSError as exc:
             # One record's trouble (an I/O error, a file removed under us) fails its
             # transfer, never the downloader.
-            log.error("%s: cannot store %r: %s", rec.where, record.path, exc)
+            log.error(
+                "%s: cannot store %r: %s",
+                rec.where,
+                record.path,
+                exc,
+                extra=_file_event(
+                    "file.store_failed", record.uploader, record.path, cause=f"I/O error: {exc}"
+                ),
+            )
             self._reject_if_staged(record.transfer, f"I/O error: {exc}")
 
     def _checked_path(self, record: Record) -> tuple[str, ...]:
@@ -541,6 +643,13 @@ class Downloader:
                 "%r: upload abandoned by the uploader (%r)",
                 f"{record.uploader}/{record.path}",
                 record.reason,
+                extra=_file_event(
+                    "file.aborted",
+                    record.uploader,
+                    record.path,
+                    outcome="aborted",
+                    cause=record.reason,
+                ),
             )
             # Remembered as finished: a chunk of it arriving late (from another partition)
             # must not start a staging file that would only wait to expire.
@@ -578,6 +687,10 @@ class Downloader:
             log.warning(
                 "refusing %r (transfer %s): %s", f"{record.uploader}/{record.path}",
                 record.transfer, why,
+                extra=_file_event(
+                    "file.refused", record.uploader, record.path, bytes=size,
+                    outcome="refused", cause=why, transfer=record.transfer,
+                ),
             )  # fmt: skip
             return None
         t = Transfer(record.transfer, record.uploader, record.path, size)
@@ -668,6 +781,13 @@ class Downloader:
             what,
             rec.where,
             exc,
+            extra=event(
+                "file.no_key",
+                transfer=exc.transfer,
+                where=rec.where,
+                outcome="skipped",
+                cause="no identity for it",
+            ),
         )
 
     def _reject_transfer_of(self, rec: Received, reason: str) -> None:
@@ -696,4 +816,23 @@ class Downloader:
         target = self.staging.reject(t, reason)
         self._finish(t.transfer)
         self.stats.rejected += 1
-        log.error("rejected %r: %s (kept as %s)", t.label, reason, target)
+        log.error(
+            "rejected %r: %s (kept as %s)",
+            t.label,
+            reason,
+            target,
+            extra=_file_event(
+                "file.rejected",
+                t.uploader,
+                t.path,
+                bytes=t.declared_size,
+                outcome="rejected",
+                cause=reason,
+                kept_as=str(target),
+            ),
+        )
+
+
+def _file_event(name: str, uploader: str, path: str, **fields: Any) -> dict[str, Any]:
+    """The fields of a log line about one file (uploader and path from the topic)."""
+    return event(name, uploader=uploader, path=path, **fields)

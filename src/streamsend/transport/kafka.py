@@ -27,6 +27,7 @@ from streamsend.config.kafka_properties import applies_to
 from streamsend.config.loader import is_secret
 from streamsend.config.settings import CommonSettings
 from streamsend.errors import ConfigError, Interrupted, KafkaFatal
+from streamsend.logs import event
 from streamsend.transport import msk_iam
 from streamsend.transport.base import TopicSpec
 
@@ -184,7 +185,10 @@ class ConnectionWatch:
         if self.unreachable_since is None and self.fatal is None:
             self.unreachable_since = time.monotonic()
             log.warning(
-                "%s: Kafka is unreachable (%s); retrying until it is back", self.name, detail
+                "%s: Kafka is unreachable (%s); retrying until it is back",
+                self.name,
+                detail,
+                extra=event("kafka.unreachable", client=self.name, cause=detail),
             )
 
     def reached(self) -> None:
@@ -193,7 +197,12 @@ class ConnectionWatch:
         self.handshake_cuts = 0
         if self.unreachable_since is not None:
             gone = time.monotonic() - self.unreachable_since
-            log.warning("%s: Kafka is reachable again after %.0f s", self.name, gone)
+            log.warning(
+                "%s: Kafka is reachable again after %.0f s",
+                self.name,
+                gone,
+                extra=event("kafka.reachable", client=self.name, duration_s=round(gone, 3)),
+            )
             self.unreachable_since = None
 
     def raise_if_fatal(self) -> None:

@@ -41,6 +41,7 @@ import platformdirs
 from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, TransferIncomplete
 from streamsend.lockfile import DirectoryLock
+from streamsend.logs import event, log_banner
 from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
 from streamsend.upload.encryption import (
@@ -145,6 +146,7 @@ class InFlight:
     sha256: str = ""
     codec: Codec = NO_CODEC  # this file's values' codec (it gives up on incompressible data)
     seal: FileSeal | None = None  # this file's key, when encrypting
+    started: float = field(default_factory=time.monotonic)  # for the sent line's duration
 
 
 @dataclass
@@ -240,6 +242,7 @@ class Uploader:
                 else automatic_chunk_size(limit, limit, s.upload_payload_percentage)
             )
             log.info("dry run: nothing is produced; chunk size %d bytes", self.sizing.chunk_bytes)
+            self._banner(limit, limit)
             return
         transport = self.transport
         admin = transport.admin()
@@ -266,6 +269,7 @@ class Uploader:
                 self.sizing.chunk_bytes,
                 self.sizing.reason,
             )
+        self._banner(broker_limit, topic_limit)
         self.producer = transport.producer(self._producer_overrides())
         partition = state_partition(s.topic, s.uploader_name, admin.partition_count(state_topic))
         self.state = KafkaStateStore(
@@ -276,6 +280,28 @@ class Uploader:
             s.uploader_name,
             partition,
             self._secret,
+        )
+
+    def _banner(self, broker_limit: int, topic_limit: int) -> None:
+        """The start-up line: what this uploader runs with."""
+        s, recipients = self.settings, len(self._recipients)
+        limit, chunk = min(broker_limit, topic_limit), self.sizing.chunk_bytes
+        log_banner(
+            log,
+            "uploader",
+            f" {s.uploader_name!r}{' (dry run)' if s.dry_run else ''}: topic {s.topic} "
+            f"({self.partitions} partitions), message size limit {limit} bytes (broker "
+            f"{broker_limit}, topic {topic_limit}), chunk size {chunk} bytes",
+            s.kafka,
+            f"{recipients} recipient(s)" if recipients else None,
+            uploader=s.uploader_name,
+            topic=s.topic,
+            partitions=self.partitions,
+            broker_message_max_bytes=broker_limit,
+            topic_max_message_bytes=topic_limit,
+            chunk_bytes=chunk,
+            recipients=recipients,
+            dry_run=s.dry_run,
         )
 
     def _load_state(self) -> None:
@@ -559,7 +585,12 @@ class Uploader:
         paths it checked."""
         for local, (version, why) in plan.refused.items():
             if self._refused.get(local) != version:
-                log.error("cannot send %r: %s; it is left as it is", local, why)
+                log.error(
+                    "cannot send %r: %s; it is left as it is",
+                    local,
+                    why,
+                    extra=self._event("file.skipped", local, outcome="skipped", cause=why),
+                )
             self.stats.failed[local] = why
             self._refused[local] = version
         for local in plan.checked - plan.refused.keys():
@@ -607,7 +638,12 @@ class Uploader:
         a service scans every second and must not say the same thing every second."""
         for local, (version, why) in refused.items():
             if self._refused.get(local) != version:
-                log.error("cannot send %r: %s; it is left as it is", local, why)
+                log.error(
+                    "cannot send %r: %s; it is left as it is",
+                    local,
+                    why,
+                    extra=self._event("file.skipped", local, outcome="skipped", cause=why),
+                )
             self.stats.failed[local] = why
         for local in self._refused.keys() - refused.keys():
             self.stats.failed.pop(local, None)  # gone, renamed or sent since
@@ -662,7 +698,14 @@ class Uploader:
         offset = index = 0
         home = self.encoder.partition(name, wire, self.partitions)
         spread = self.settings.partitioning == "chunk" and self.partitions > 1
-        log.info("sending %r (%d bytes, %d chunks)", cand.relative, size, chunk_count(size, chunk))
+        chunks = chunk_count(size, chunk)
+        log.info(
+            "sending %r (%d bytes, %d chunks)",
+            cand.relative,
+            size,
+            chunks,
+            extra=self._event("file.sending", cand.relative, bytes=size, chunks=chunks),
+        )
         try:
             while offset < size:
                 if self._stop:
@@ -707,12 +750,23 @@ class Uploader:
         if len(data) != cand.size or not self._unchanged(cand, fd, before):
             # Nothing of it was produced: no abort record is needed, only a retry.
             self._retry_when_stable(cand.relative)
-            log.info("%r changed while it was read; it is sent once stable", cand.relative)
+            log.info(
+                "%r changed while it was read; it is sent once stable",
+                cand.relative,
+                extra=self._event(
+                    "file.retry", cand.relative, outcome="retry", cause="changed while read"
+                ),
+            )
             return
         name = self.settings.uploader_name
         inf = InFlight(cand, wire, new_transfer_id(), read=before)
         inf.sha256 = hashlib.sha256(data).hexdigest()
-        log.info("sending %r (%d bytes, packed)", cand.relative, cand.size)
+        log.info(
+            "sending %r (%d bytes, packed)",
+            cand.relative,
+            cand.size,
+            extra=self._event("file.sending", cand.relative, bytes=cand.size, packed=True),
+        )
         end = End(
             inf.transfer,
             name,
@@ -873,7 +927,10 @@ class Uploader:
         if inf.aborted is not None:
             self.stats.aborted += 1
             log.warning(
-                "abandoned %r: %s; it is sent again once stable", cand.relative, inf.aborted
+                "abandoned %r: %s; it is sent again once stable",
+                cand.relative,
+                inf.aborted,
+                extra=self._transfer_event("file.aborted", inf, "aborted", cause=inf.aborted),
             )
             self._retry_when_stable(cand.relative)
             if self.once and not self._stop:
@@ -890,10 +947,37 @@ class Uploader:
                 )
         self.stats.sent += 1
         self.stats.sent_bytes += cand.size
-        log.info("sent %r (%d bytes)", cand.relative, cand.size)
+        log.info(
+            "sent %r (%d bytes)",
+            cand.relative,
+            cand.size,
+            extra=self._transfer_event("file.sent", inf, "sent", sha256=inf.sha256),
+        )
+
+    def _event(self, name: str, relative: str, **fields: Any) -> dict[str, Any]:
+        """The fields of a log line about one file of this uploader."""
+        return event(name, uploader=self.settings.uploader_name, path=relative, **fields)
+
+    def _transfer_event(
+        self, name: str, inf: InFlight, outcome: str, **fields: Any
+    ) -> dict[str, Any]:
+        """:meth:`_event` for the end of a transfer: its size and how long it took."""
+        took = round(time.monotonic() - inf.started, 3)
+        size = inf.candidate.size
+        return self._event(
+            name, inf.candidate.relative, bytes=size, duration_s=took, outcome=outcome, **fields
+        )
 
     def _failed(self, relative: str, why: str) -> None:
-        log.error("failed to send %r: %s; retrying in %.0f s", relative, why, FAILED_RETRY_SECONDS)
+        log.error(
+            "failed to send %r: %s; retrying in %.0f s",
+            relative,
+            why,
+            FAILED_RETRY_SECONDS,
+            extra=self._event(
+                "file.failed", relative, outcome="failed", cause=why, retry_s=FAILED_RETRY_SECONDS
+            ),
+        )
         self.stats.failed[relative] = why
         self._retry_after[relative] = time.monotonic() + FAILED_RETRY_SECONDS
 
@@ -917,6 +1001,7 @@ class Uploader:
                 "now is sent by a later scan",
                 cand.relative,
                 action,
+                extra=self._event("file.changed", cand.relative, cause="changed after read"),
             )
             return False
         try:
@@ -925,7 +1010,13 @@ class Uploader:
             else:
                 cand.path.unlink()
         except OSError as exc:
-            log.warning("after.upload=%s failed for %r: %s", action, cand.relative, exc.strerror)
+            log.warning(
+                "after.upload=%s failed for %r: %s",
+                action,
+                cand.relative,
+                exc.strerror,
+                extra=self._event("file.after_upload_failed", cand.relative, cause=exc.strerror),
+            )
         return True
 
     # -- stopping ----------------------------------------------------------------
