@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from streamsend import __version__
 from streamsend.config.loader import describe, normalise_flag, resolve
@@ -23,7 +24,7 @@ from streamsend.config.settings import (
 )
 from streamsend.errors import ExitStatus, StreamsendError, UsageError
 from streamsend.localkafka import commands as kafka_commands
-from streamsend.textsafe import escape_controls
+from streamsend.logs import EscapingFormatter, formatter
 
 log = logging.getLogger("streamsend")
 
@@ -41,12 +42,17 @@ def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings
             flags.append("--" + s.name.replace(".", "-"))
         default = default_text(f, s) or "required"
         extra = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        shape: dict[str, Any] = {"metavar": "VALUE"}
+        if str(f.type) == "bool":
+            # --dry.run alone means yes; --dry.run no (or false, off, 0) still works.
+            shape = {"metavar": "yes|no", "nargs": "?", "const": "true"}
+            extra += f" {flags[0]} alone means yes."
         group.add_argument(
             *flags,
             dest=f"prop:{s.name}",
-            metavar="VALUE",
             default=None,
             help=f"{s.help}{extra} (default: {default})",
+            **shape,
         )
 
 
@@ -80,18 +86,13 @@ def _flags(args: argparse.Namespace, extra: list[str]) -> dict[str, str]:
     return flags
 
 
-class _EscapingFormatter(logging.Formatter):
-    """Escapes control characters in every message: one event is one line, whatever
-    untrusted text (a path, a reason from the topic) slipped into it unescaped."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+# The text formatter under its former name (tests format records with it).
+_EscapingFormatter = EscapingFormatter
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
     # librdkafka is chatty at INFO (connection churn, coordinator moves); its warnings
     # and errors still show, and DEBUG shows everything.
@@ -102,7 +103,7 @@ def _setup_logging(level: str) -> None:
 
 def _load(cls: type[CommonSettings], args: argparse.Namespace, extra: list[str]) -> CommonSettings:
     settings = resolve(cls, file=args.config, flags=_flags(args, extra))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     for key, value in sorted(describe(settings).items()):
         log.debug("config %s=%s", key, value)
     return settings
@@ -139,6 +140,36 @@ def run_keygen(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("give -o FILE: streamsend keygen never prints a secret key")
     print(keygen(args.output))
+    return ExitStatus.OK
+
+
+def run_inspect(args: argparse.Namespace, extra: list[str]) -> int:
+    import json
+    import os
+
+    from streamsend.config.loader import env_name, read_file
+    from streamsend.inspection import Inspection, render_text
+    from streamsend.transport.kafka_clients import KafkaTransport
+    from streamsend.wire import agekeys
+    from streamsend.wire.sealed import Opener
+
+    settings = _load(CommonSettings, args, extra)
+    # A downloader's identity, from the flag, the environment or --config (flag first).
+    name = "encryption.identity.file"
+    from_file = read_file(args.config).get(name) if args.config else None
+    identity = (
+        _flags(args, extra).get(name)
+        or os.environ.get(env_name(name))
+        or (from_file.value if from_file else "")
+    )
+    opener = Opener(agekeys.identities(identity)) if identity else None
+    ends: dict[int, tuple[int, int]] = {}
+    transport = KafkaTransport(settings, "inspect")
+    found = Inspection(opener).add_all(transport.read_topic(settings.topic, ends))
+    if args.json:
+        print(json.dumps(found.document(settings.topic, ends), indent=2))
+    else:
+        print(render_text(found, settings.topic, ends))
     return ExitStatus.OK
 
 
@@ -195,6 +226,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("-o", "--output", type=Path, metavar="FILE", help="identity file to write")
     keygen.set_defaults(handler=run_keygen, takes_extra=False)
+
+    inspect = sub.add_parser(
+        "inspect",
+        allow_abbrev=False,
+        help="list what a topic holds, file by file, without writing or joining a group",
+        description=(
+            "Read every partition of the topic from its beginning to its end as of now, "
+            "by assignment (no consumer group, no commit, nothing written), and list per "
+            "uploader and path each version: size, chunks present / expected, complete, "
+            "incomplete or aborted, encrypted or not, first and last partition:offset; "
+            "totals at the end. Encrypted files show their paths only with "
+            "--encryption.identity.file. JSON shape: docs/operations.md."
+        ),
+    )
+    _config_flag(inspect)
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument(
+        "--encryption.identity.file",
+        "--encryption-identity-file",
+        dest="prop:encryption.identity.file",
+        metavar="FILE",
+        help="age identities that open encrypted files, as the downloader's (optional)",
+    )
+    add_settings_flags(inspect, CommonSettings)
+    inspect.set_defaults(handler=run_inspect, takes_extra=True)
 
     kafka_commands.register(sub)
     return parser

@@ -37,10 +37,12 @@ def test_help_lists_every_property(
     out = help_text(command, capsys)
     fields = settings_fields(cls)
     assert len(fields) > 3
-    for _, s in fields:
-        assert f"--{s.name} VALUE" in out, s.name
+    for f, s in fields:
+        # A boolean's value is optional: --dry.run alone means yes.
+        value = "[yes|no]" if str(f.type) == "bool" else "VALUE"
+        assert f"--{s.name} {value}" in out, s.name
         if "." in s.name:
-            assert f"--{s.name.replace('.', '-')} VALUE" in out, s.name
+            assert f"--{s.name.replace('.', '-')} {value}" in out, s.name
         for choice in s.choices:
             assert choice in out
 
@@ -171,3 +173,32 @@ def test_librdkafka_flags_reach_settings_kafka(tmp_path: Path) -> None:
     assert s.compression_type == "lz4"
     assert s.input_dir == tmp_path
     assert s.dry_run is True
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["--dry.run"], True),
+        (["--dry-run"], True),
+        (["--dry.run", "true"], True),
+        (["--dry.run", "yes"], True),
+        (["--dry.run", "false"], False),
+        (["--dry.run", "no"], False),
+        (["--dry.run=false"], False),
+        ([], False),
+    ],
+)
+def test_a_boolean_flag_alone_means_yes(tmp_path: Path, given: list[str], expected: bool) -> None:
+    """--dry.run alone, or followed by another flag, turns it on; a value still counts."""
+    for where in ("start", "end"):
+        rest = ["--input.dir", str(tmp_path), "--bootstrap.servers", "k:1", "--topic", "t"]
+        argv = ["upload", *given, *rest] if where == "start" else ["upload", *rest, *given]
+        args, extra = cli.build_parser().parse_known_args([*argv, "--linger.ms", "5"])
+        s = resolve(UploaderSettings, flags=cli._flags(args, extra), environ={})
+        assert (s.dry_run, s.kafka) == (expected, {"linger.ms": "5"}), (where, given)
+
+
+def test_help_says_a_boolean_flag_may_stand_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    out = " ".join(help_text("upload", capsys).split())
+    assert "--dry.run [yes|no], --dry-run [yes|no]" in out
+    assert "--dry.run alone means yes." in out
