@@ -176,5 +176,12 @@ class MetricsServer:
         self._server.server_close()
 
 
+def serve_metrics(
+    port: int, snapshot: Callable[[], Snapshot], heartbeat: Heartbeat
+) -> MetricsServer | None:
+    """The started server of ``metrics.port``, or None when it is 0 (off)."""
+    return MetricsServer(port, snapshot, heartbeat).start() if port else None
+
+
 def _probe(ok: bool) -> tuple[int, str, bytes]:
     return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"not ready\n")

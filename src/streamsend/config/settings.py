@@ -126,6 +126,16 @@ class CommonSettings:
         "AWS session token of temporary credentials, with aws.access.key.id.",
         secret=True,
     )
+    metrics_port: int = setting(
+        "metrics.port",
+        0,
+        "Serve Prometheus metrics on this TCP port at /metrics, with /healthz (the loop is "
+        "turning) and /readyz (connected to Kafka and, for a downloader, assigned "
+        "partitions) for probes; 0 = off. Listens on every interface. See "
+        "docs/operations.md.",
+        minimum=0,
+        maximum=65535,
+    )
     # librdkafka properties passed through to every Kafka client, verbatim.
     kafka: Mapping[str, str] = field(default_factory=dict)
 

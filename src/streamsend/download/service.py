@@ -39,6 +39,7 @@ from streamsend.download.staging import (
 from streamsend.errors import ConfigError, ProtocolError, TransferIncomplete, UnsupportedVersion
 from streamsend.lockfile import DirectoryLock
 from streamsend.logs import event, log_banner
+from streamsend.metrics import Heartbeat, Snapshot, serve_metrics
 from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
 from streamsend.wire import agekeys
@@ -111,6 +112,7 @@ class DownloadStats:
     unsafe_paths: int = 0
     duplicates: int = 0
     disk_full_pauses: int = 0
+    last_delivered: float | None = None  # wall-clock time of the last delivery
 
 
 class Downloader:
@@ -149,6 +151,8 @@ class Downloader:
         self._assigned: set[TopicPartition] = set()
         self._whole_topic: bool | None = None  # known once a spread transfer is met
         self._stop = False
+        self.heartbeat = Heartbeat()  # for /healthz (metrics.port)
+        self._paused_for_disk = False
         self._assigned_at: float | None = None
         self._expiry = settings.partial_file_expiry_ms / 1000
 
@@ -156,10 +160,44 @@ class Downloader:
 
     def run(self) -> DownloadStats:
         self.lock.acquire()
+        server = serve_metrics(self.settings.metrics_port, self.metrics, self.heartbeat)
         try:
             return self._run()
         finally:
+            if server is not None:
+                server.stop()
             self.lock.release()
+
+    def metrics(self) -> Snapshot:
+        """What /metrics reports (read from the scrape's thread: plain reads only)."""
+        s, consumer = self.stats, self._consumer
+        return Snapshot(
+            "downloader",
+            files={
+                "delivered": s.delivered,
+                "rejected": s.rejected,
+                "refused": s.refused,
+                "aborted": s.aborted,
+                "expired": s.expired,
+            },
+            bytes=s.delivered_bytes,
+            skipped={
+                "foreign": s.skipped_foreign,
+                "invalid": s.skipped_invalid,
+                "version": s.skipped_version,
+                "no_key": s.skipped_no_key,
+                "unsafe_path": s.unsafe_paths,
+                "duplicate": s.duplicates,
+            },
+            retries=s.disk_full_pauses,
+            staging_transfers=len(self.transfers),
+            staging_bytes=sum(used for _, used in list(self._usage.values())),
+            paused_for_disk=self._paused_for_disk,
+            lag=consumer.lag() if consumer is not None else {},
+            last_success=s.last_delivered,
+            connected=consumer is not None and not self.transport.unreachable(),
+            assigned=bool(self._assigned),
+        )
 
     def _run(self) -> DownloadStats:
         self._recover()
@@ -211,6 +249,9 @@ class Downloader:
             # of one partition's speed (bench --only partitions); 50 ms restores it.
             "fetch.wait.max.ms": 50,
         }
+        if self.settings.metrics_port:
+            # librdkafka reports each partition's consumer lag in its statistics.
+            overrides["statistics.interval.ms"] = 10_000
         # The user's group.id / group.instance.id, when set, win (client_config order).
         return {k: v for k, v in overrides.items() if k not in self.settings.kafka}
 
@@ -223,6 +264,7 @@ class Downloader:
         next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         assigned = False
         while not self._stop:
+            self.heartbeat.beat()
             record = consumer.poll(0 if self._ready else 0.5)
             now = time.monotonic()
             if self._assigned_at is not None:
@@ -326,6 +368,7 @@ class Downloader:
                 except DiskFull as full:
                     if paused_at is None:
                         paused_at = time.monotonic()
+                        self._paused_for_disk = True
                         self.stats.disk_full_pauses += 1
                         consumer.pause()
                         free = self.staging.free_bytes()
@@ -351,6 +394,7 @@ class Downloader:
                         return False
         finally:
             if paused_at is not None:
+                self._paused_for_disk = False
                 consumer.resume()
                 if not self._stop:
                     paused = time.monotonic() - paused_at
@@ -368,6 +412,7 @@ class Downloader:
         later: each partition is rewound to the lowest such offset of the whole pause
         (several may come out of the client's queue, and the last seek must not win)."""
         self._upkeep()
+        self.heartbeat.beat()  # paused for disk space is the loop turning
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self._stop:
@@ -413,6 +458,7 @@ class Downloader:
             assert end is not None
             self.stats.delivered += 1
             self.stats.delivered_bytes += end.size
+            self.stats.last_delivered = time.time()
             log.info(
                 "delivered %r (%d bytes, sha256 %s)",
                 str(final),

@@ -101,6 +101,11 @@ class Consumer(Protocol):
 
     def close(self) -> None: ...
 
+    def lag(self) -> dict[int, int]:
+        """Records behind the end per assigned partition, as last reported (empty when
+        the client reports none: librdkafka only with statistics.interval.ms set)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TopicSpec:

@@ -3,6 +3,7 @@ services receive. Client configuration, connectivity and admin are in ``kafka.py
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -101,8 +102,28 @@ def _headers(msg: ck.Message) -> Headers:
 
 class KafkaConsumer:
     def __init__(self, conf: dict[str, Any], watch: ConnectionWatch) -> None:
+        self._lag: dict[int, int] = {}
+        if conf.get("statistics.interval.ms"):
+            conf["stats_cb"] = self._on_stats
         self._consumer = new_client(ck.Consumer, conf)
         self._watch = watch
+
+    def _on_stats(self, text: str) -> None:
+        """librdkafka's statistics (served by poll): each partition's consumer_lag,
+        -1 while unknown. Replaced whole, so a reader on another thread sees one report."""
+        try:
+            topics = json.loads(text).get("topics", {})
+            self._lag = {
+                int(p): int(info["consumer_lag"])
+                for topic in topics.values()
+                for p, info in topic.get("partitions", {}).items()
+                if int(p) >= 0 and int(info.get("consumer_lag", -1)) >= 0
+            }
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.debug("unreadable librdkafka statistics", exc_info=True)
+
+    def lag(self) -> dict[int, int]:
+        return self._lag
 
     def subscribe(
         self, topic: str, on_assign: PartitionsCallback, on_revoke: PartitionsCallback

@@ -216,6 +216,9 @@ class MemoryConsumer:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._positions[partition[1]] = offset
 
+    def lag(self) -> dict[int, int]:
+        return {}
+
     def close(self) -> None:
         self._positions.clear()
 

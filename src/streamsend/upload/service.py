@@ -42,6 +42,7 @@ from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, TransferIncomplete
 from streamsend.lockfile import DirectoryLock
 from streamsend.logs import event, log_banner
+from streamsend.metrics import Heartbeat, Snapshot, serve_metrics
 from streamsend.textsafe import listing
 from streamsend.transport.base import Producer, QueueFull, TopicSpec, Transport
 from streamsend.upload.encryption import (
@@ -157,6 +158,9 @@ class UploadStats:
     failed: dict[str, str] = field(default_factory=dict)
     aborted: int = 0
     skipped_unchanged: int = 0
+    failures: int = 0  # attempts that failed (each is retried)
+    retries: int = 0  # files looked at again later: failed, or changed while read
+    last_sent: float | None = None  # wall-clock time of the last file sent
     started: float = field(default_factory=time.monotonic)
 
 
@@ -189,6 +193,7 @@ class Uploader:
         self._refused: dict[str, Version] = {}  # local names that cannot be sent
         self._new_state_topic = False  # created by this run: no state to read
         self._stop = False
+        self.heartbeat = Heartbeat()  # for /healthz (metrics.port)
         self._stop_at = 0.0
         self._next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         self.sizing = ChunkSizing(0, 0, "")
@@ -335,6 +340,20 @@ class Uploader:
             "compression.type": "none",
         }
 
+    def metrics(self) -> Snapshot:
+        """What /metrics reports (read from the scrape's thread: plain reads only)."""
+        s = self.stats
+        connected = self.producer is not None and not self.transport.unreachable()
+        return Snapshot(
+            "uploader",
+            files={"sent": s.sent, "failed": s.failures, "aborted": s.aborted},
+            bytes=s.sent_bytes,
+            retries=s.retries,
+            in_flight=len(self.inflight),
+            last_success=s.last_sent,
+            connected=connected,
+        )
+
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> UploadStats:
@@ -346,9 +365,12 @@ class Uploader:
         lock.acquire()
         self.lock = lock
         previous = self._install_signal_handlers()
+        server = serve_metrics(self.settings.metrics_port, self.metrics, self.heartbeat)
         try:
             self._run_locked(lock)
         finally:
+            if server is not None:
+                server.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         self._summary()
@@ -396,6 +418,7 @@ class Uploader:
             self._watch()  # before the first full scan: nothing that lands meanwhile is missed
         try:
             while not self._stop:
+                self.heartbeat.beat()
                 now = time.monotonic()
                 if self.settings.generate_test_file_bytes and now >= next_test_file:
                     self._write_test_file()
@@ -683,6 +706,7 @@ class Uploader:
         return identity(os.fstat(fd)) == before and on_disk == before
 
     def _retry_when_stable(self, relative: str) -> None:
+        self.stats.retries += 1
         self._retry_after[relative] = time.monotonic() + max(
             1.0, self.settings.file_minimum_age_ms / 1000
         )
@@ -887,6 +911,7 @@ class Uploader:
                 return
             except QueueFull:
                 # The bounded queue is full: let acknowledgements drain it (backpressure).
+                self.heartbeat.beat()  # waiting here (an outage) is the loop turning
                 self._poll(0.1)
                 if self._stop and not stopping_ok and time.monotonic() - self._stop_at > 1:
                     raise _Stopping from None
@@ -947,6 +972,7 @@ class Uploader:
                 )
         self.stats.sent += 1
         self.stats.sent_bytes += cand.size
+        self.stats.last_sent = time.time()
         log.info(
             "sent %r (%d bytes)",
             cand.relative,
@@ -979,6 +1005,8 @@ class Uploader:
             ),
         )
         self.stats.failed[relative] = why
+        self.stats.failures += 1
+        self.stats.retries += 1
         self._retry_after[relative] = time.monotonic() + FAILED_RETRY_SECONDS
 
     def _after_upload(self, inf: InFlight) -> bool:
