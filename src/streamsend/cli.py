@@ -127,6 +127,42 @@ def run_download(args: argparse.Namespace, extra: list[str]) -> int:
     return ExitStatus.OK
 
 
+def run_send(args: argparse.Namespace, extra: list[str]) -> int:
+    import shutil
+    import tempfile
+
+    from streamsend.upload.send import SEND_PROPERTIES, Sender, send_roots
+
+    roots = send_roots(args.paths)
+    work = tempfile.mkdtemp(prefix="streamsend-send-")  # the sender's lock and key file
+    try:
+        flags = {**_flags(args, extra), **SEND_PROPERTIES, "input.dir": work}
+        settings = resolve(UploaderSettings, file=args.config, flags=flags)
+        _setup_logging(settings.log_level, settings.log_format)
+        sender = Sender(settings, roots)
+        sender.run()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if sender.manifest is not None:
+        size = sum(f.size for f in sender.manifest.files)
+        print(
+            f"{len(sender.manifest.files)} files, {size / 2**20:.1f} MiB sent "
+            f"(send {sender.manifest.transfer}), all acknowledged"
+        )
+    return ExitStatus.OK
+
+
+def run_receive(args: argparse.Namespace, extra: list[str]) -> int:
+    from streamsend.download.receive import Receiver
+
+    settings = _load(DownloaderSettings, args, extra)
+    assert isinstance(settings, DownloaderSettings)
+    receiver = Receiver(settings, timeout=args.timeout)
+    receiver.run()
+    print(receiver.summary)
+    return ExitStatus.OK
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from streamsend.demo import run
 
@@ -204,6 +240,46 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flag(down)
     add_settings_flags(down, DownloaderSettings)
     down.set_defaults(handler=run_download, takes_extra=True)
+
+    send = sub.add_parser(
+        "send",
+        allow_abbrev=False,
+        help="send files and directories once, then a manifest listing them",
+        description=(
+            "Send each PATH once, on the uploader's core: a file under its base name, a "
+            "directory as the tree below its base name. Nothing is renamed or deleted, no "
+            "state topic is used (every file is sent), and once every file is acknowledged "
+            "a manifest record lists them so that 'streamsend receive' knows when it has "
+            "everything. Uploader properties apply (encryption.recipients, compression...)."
+        ),
+    )
+    send.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="file or directory")
+    _config_flag(send)
+    add_settings_flags(send, UploaderSettings)
+    send.set_defaults(handler=run_send, takes_extra=True)
+
+    receive = sub.add_parser(
+        "receive",
+        allow_abbrev=False,
+        help="download until every file of the sends seen is delivered and verified",
+        description=(
+            "Run the downloader from the topic's beginning under a consumer group of its "
+            "own and exit 0 once at least one send's manifest was seen and every file of "
+            "every manifest seen is delivered and verified (or was by an earlier run into "
+            "output.dir), and the topic has been read to its end; exit 6 naming what is "
+            "missing after --timeout."
+        ),
+    )
+    _config_flag(receive)
+    receive.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long, naming what is missing (default: 300)",
+    )
+    add_settings_flags(receive, DownloaderSettings)
+    receive.set_defaults(handler=run_receive, takes_extra=True)
 
     demo = sub.add_parser(
         "demo",

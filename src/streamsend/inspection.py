@@ -32,6 +32,7 @@ from streamsend.wire.protocol import (
     Abort,
     Chunk,
     End,
+    Manifest,
     NoKey,
     NotStreamsend,
     Pack,
@@ -138,6 +139,8 @@ class Inspection:
             self.counts.malformed += 1
             return
         encrypted = _header(rec.headers, H_VERSION) == str(SEALED_VERSION)
+        if isinstance(msg, Manifest):
+            return  # a send's list of files (streamsend send): no file of its own
         if isinstance(msg, Pack):
             for end, data in msg.files:
                 v = self._version(end.transfer, end.uploader, end.path, where, encrypted)

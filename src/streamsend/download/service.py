@@ -49,6 +49,7 @@ from streamsend.wire.protocol import (
     Abort,
     Chunk,
     End,
+    Manifest,
     NoKey,
     NotStreamsend,
     Pack,
@@ -263,7 +264,7 @@ class Downloader:
         last_upkeep = 0.0
         next_progress = time.monotonic() + PROGRESS_EVERY_SECONDS
         assigned = False
-        while not self._stop:
+        while not self._stop and not self._enough(assigned, last_message):
             self.heartbeat.beat()
             record = consumer.poll(0 if self._ready else 0.5)
             now = time.monotonic()
@@ -620,9 +621,20 @@ class Downloader:
             )
             self._reject_transfer_of(rec, str(exc))
             return
+        if isinstance(message, Manifest):
+            self._manifest(message)
+            return
         # A pack is handled as the records that would carry each of its files alone.
         for record in message.records() if isinstance(message, Pack) else [message]:
             self._handle_record(record, rec)
+
+    def _manifest(self, manifest: Manifest) -> None:
+        """A send's manifest (``streamsend send``): nothing to store; ``receive`` uses it."""
+        log.debug("send %s lists %d file(s)", manifest.transfer, len(manifest.files))
+
+    def _enough(self, assigned: bool, last_message: float) -> bool:
+        """Whether a bounded run (``receive``) has what it waits for; never for a service."""
+        return False
 
     def _handle_record(self, record: Record, rec: Received) -> None:
         where = (rec.topic, rec.partition)

@@ -165,6 +165,10 @@ class UploadStats:
 
 
 class Uploader:
+    # False (``streamsend send``): what was sent is remembered in memory only, so no
+    # state topic is created or read and every file given is sent.
+    keeps_state = True
+
     def __init__(
         self,
         settings: UploaderSettings,
@@ -257,12 +261,32 @@ class Uploader:
         partitions = s.topic_partitions or max(low, min(high, PARTITIONS_PER_BROKER * brokers))
         admin.ensure_topic(s.topic, TopicSpec(partitions, replication, {}))
         self.partitions = admin.partition_count(s.topic)
+        if not self.keeps_state:
+            broker_limit, topic_limit = admin.message_limits(s.topic)
+            self._size_chunks(broker_limit, topic_limit)
+            self.producer = transport.producer(self._producer_overrides())
+            return
         state_topic = s.processing_state_topic
         spec = TopicSpec(s.processing_state_topic_partitions, replication, STATE_TOPIC_CONFIG)
         self._new_state_topic = admin.ensure_topic(state_topic, spec)
         if not self._new_state_topic:
             check_compacted(admin, state_topic)
         broker_limit, topic_limit = admin.message_limits(s.topic)
+        self._size_chunks(broker_limit, topic_limit)
+        self.producer = transport.producer(self._producer_overrides())
+        partition = state_partition(s.topic, s.uploader_name, admin.partition_count(state_topic))
+        self.state = KafkaStateStore(
+            transport,
+            self.producer,
+            state_topic,
+            s.topic,
+            s.uploader_name,
+            partition,
+            self._secret,
+        )
+
+    def _size_chunks(self, broker_limit: int, topic_limit: int) -> None:
+        s = self.settings
         if s.binary_chunk_size_bytes:
             self.sizing = fixed_chunk_size(s.binary_chunk_size_bytes, broker_limit, topic_limit)
         else:
@@ -275,17 +299,6 @@ class Uploader:
                 self.sizing.reason,
             )
         self._banner(broker_limit, topic_limit)
-        self.producer = transport.producer(self._producer_overrides())
-        partition = state_partition(s.topic, s.uploader_name, admin.partition_count(state_topic))
-        self.state = KafkaStateStore(
-            transport,
-            self.producer,
-            state_topic,
-            s.topic,
-            s.uploader_name,
-            partition,
-            self._secret,
-        )
 
     def _banner(self, broker_limit: int, topic_limit: int) -> None:
         """The start-up line: what this uploader runs with."""

@@ -54,6 +54,7 @@ T_CHUNK = "chunk"
 T_END = "end"
 T_ABORT = "abort"
 T_PACK = "pack"
+T_MANIFEST = "manifest"
 SPREAD = "chunk"  # streamsend.partitioning of a transfer spread over partitions
 
 # Bounds on numbers read from headers: a claim beyond them is a protocol error, so
@@ -147,7 +148,27 @@ class Pack:
         return out
 
 
-Message = Chunk | End | Abort | Pack
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a send: the transfer that carries it."""
+
+    transfer: str
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one ``streamsend send`` sent, produced after every file was acknowledged.
+    ``transfer`` is the send id (the transfer id of this record)."""
+
+    transfer: str
+    uploader: str
+    files: tuple[ManifestEntry, ...]
+
+
+Message = Chunk | End | Abort | Pack | Manifest
 EncodedHeaders = list[tuple[str, str | bytes | None]]
 
 
@@ -212,6 +233,8 @@ def encode(msg: Message, codec: Codec = NO_CODEC) -> tuple[bytes, EncodedHeaders
     ``codec`` when that makes it smaller."""
     if isinstance(msg, Pack):
         return _encode_pack(msg, codec)
+    if isinstance(msg, Manifest):
+        return _encode_manifest(msg, codec)
     headers: EncodedHeaders = [
         (H_VERSION, str(PROTOCOL_VERSION).encode()),
         (H_TYPE, b""),
@@ -265,6 +288,22 @@ def _encode_pack(pack: Pack, codec: Codec) -> tuple[bytes, EncodedHeaders, bytes
     ]
     value = _compressed(headers, value, codec)
     return record_key(pack.uploader, pack.files[0][0].path), headers, value
+
+
+def _encode_manifest(m: Manifest, codec: Codec) -> tuple[bytes, EncodedHeaders, bytes]:
+    entries = [
+        {H_TRANSFER: f.transfer, H_PATH: f.path, H_SIZE: str(f.size), H_SHA256: f.sha256}
+        for f in m.files
+    ]
+    headers: EncodedHeaders = [
+        (H_VERSION, str(PROTOCOL_VERSION).encode()),
+        (H_TYPE, T_MANIFEST.encode()),
+        (H_TRANSFER, m.transfer.encode()),
+        (H_UPLOADER, m.uploader.encode()),
+        (H_FILES, str(len(m.files)).encode()),
+    ]
+    value = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+    return m.uploader.encode(), headers, _compressed(headers, value, codec)
 
 
 def _header_map(headers: Headers | None) -> dict[str, bytes]:
@@ -367,6 +406,8 @@ def decode(
     if kind == T_PACK:
         return _decode_pack(h, uploader, data)
     transfer = _transfer_id(h)
+    if kind == T_MANIFEST:
+        return _decode_manifest(h, transfer, uploader, data)
     path = _text(h, H_PATH)
     spread = H_PARTITIONING in h and _text(h, H_PARTITIONING) == SPREAD
     if kind == T_CHUNK:
@@ -423,3 +464,32 @@ def _decode_pack(h: dict[str, bytes], uploader: str, data: bytes) -> Pack:
     if cursor != len(data):
         raise ProtocolError("a pack's files do not add up to its length")
     return Pack(uploader, tuple(files))
+
+
+def _decode_manifest(h: dict[str, bytes], send: str, uploader: str, data: bytes) -> Manifest:
+    count = _number(h, H_FILES, MAX_PACK_FILES)
+    try:
+        listed = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("a manifest record's value is not JSON") from None
+    if not isinstance(listed, list) or len(listed) != count:
+        raise ProtocolError(f"a manifest record does not list {count} file(s)")
+    files: list[ManifestEntry] = []
+    transfers: set[str] = set()
+    paths: set[str] = set()
+    for item in listed:
+        if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+            raise ProtocolError("a manifest entry is not an object of strings")
+        fields = _header_map([(k, v.encode()) for k, v in item.items()])
+        sha = _text(fields, H_SHA256)
+        if not _HEX64.fullmatch(sha):
+            raise ProtocolError(f"a manifest entry's {H_SHA256} is not 64 lower-case hex digits")
+        entry = ManifestEntry(
+            _transfer_id(fields), _text(fields, H_PATH), _number(fields, H_SIZE, MAX_FILE_SIZE), sha
+        )
+        if entry.transfer in transfers or entry.path in paths:
+            raise ProtocolError(f"a manifest lists {entry.path!r} or its transfer twice")
+        transfers.add(entry.transfer)
+        paths.add(entry.path)
+        files.append(entry)
+    return Manifest(send, uploader, tuple(files))
