@@ -23,6 +23,7 @@ from streamsend.config.settings import (
     settings_fields,
 )
 from streamsend.errors import ExitStatus, StreamsendError, UsageError
+from streamsend.live import Display
 from streamsend.localkafka import commands as kafka_commands
 from streamsend.logs import EscapingFormatter, formatter
 
@@ -114,7 +115,8 @@ def run_upload(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = _load(UploaderSettings, args, extra)
     assert isinstance(settings, UploaderSettings)
-    Uploader(settings, once=args.once).run()
+    with Display.for_terminal(args.quiet, settings.log_format) as display:
+        Uploader(settings, once=args.once, display=display).run()
     return ExitStatus.OK
 
 
@@ -123,7 +125,8 @@ def run_download(args: argparse.Namespace, extra: list[str]) -> int:
 
     settings = _load(DownloaderSettings, args, extra)
     assert isinstance(settings, DownloaderSettings)
-    Downloader(settings).run()
+    with Display.for_terminal(args.quiet, settings.log_format) as display:
+        Downloader(settings, display=display).run()
     return ExitStatus.OK
 
 
@@ -231,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every file eligible now, wait for every acknowledgement, then exit "
         "(non-zero naming the files that failed)",
     )
+    _quiet_flag(up)
     add_settings_flags(up, UploaderSettings)
     up.set_defaults(handler=run_upload, takes_extra=True)
 
@@ -238,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "download", allow_abbrev=False, help="rebuild the files of the topic under output.dir"
     )
     _config_flag(down)
+    _quiet_flag(down)
     add_settings_flags(down, DownloaderSettings)
     down.set_defaults(handler=run_download, takes_extra=True)
 
@@ -339,6 +344,16 @@ def _config_flag(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="Java .properties file with Streamsend and librdkafka properties",
+    )
+
+
+def _quiet_flag(parser: argparse.ArgumentParser) -> None:
+    # A flag, not a property: it is about the terminal of this one run, and a service
+    # started from a config file has no terminal (nothing is animated there anyway).
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no live progress display on a terminal: log lines only, as without a terminal",
     )
 
 

@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +37,7 @@ from streamsend.download.staging import (
     VerificationFailed,
 )
 from streamsend.errors import ConfigError, ProtocolError, TransferIncomplete, UnsupportedVersion
+from streamsend.live import Display, summary_text
 from streamsend.lockfile import DirectoryLock
 from streamsend.logs import event, log_banner
 from streamsend.metrics import Heartbeat, Snapshot, serve_metrics
@@ -114,6 +115,7 @@ class DownloadStats:
     duplicates: int = 0
     disk_full_pauses: int = 0
     last_delivered: float | None = None  # wall-clock time of the last delivery
+    started: float = field(default_factory=time.monotonic)  # for the summary line
 
 
 class Downloader:
@@ -122,8 +124,10 @@ class Downloader:
         settings: DownloaderSettings,
         transport: Transport | None = None,
         faults: Faults = _no_faults,
+        display: Display | None = None,
     ) -> None:
         self.settings = settings
+        self.display = display or Display()  # live progress (streamsend.live)
         if transport is None:
             from streamsend.transport.kafka_clients import KafkaTransport
 
@@ -294,6 +298,7 @@ class Downloader:
             ):
                 break
             self.transport.raise_if_fatal()
+            self.display.tick()
             if now >= next_progress:
                 next_progress = now + PROGRESS_EVERY_SECONDS
                 self._progress()
@@ -314,6 +319,8 @@ class Downloader:
                     max(idle_limit, JOIN_WAIT),
                 )
                 break
+        if idle_limit:
+            self._summary()
         if self.transfers and idle_limit:
             self._with_space(consumer, lambda: self._checkpoint(consumer))
             labels = [repr(t.label) for t in self.transfers.values()]
@@ -352,6 +359,20 @@ class Downloader:
             len(self.transfers),
             "; Kafka unreachable" if self.transport.unreachable() else "",
         )
+
+    def _summary(self) -> None:
+        """The last line of a bounded run (idle.exit.ms)."""
+        s = self.stats
+        failures = {
+            "rejected": s.rejected,
+            "refused": s.refused,
+            "abandoned": s.aborted,
+            "expired": s.expired,
+            "incomplete": len(self.transfers),
+        }
+        took = time.monotonic() - s.started
+        text = summary_text(s.delivered, s.delivered_bytes, took, failures)
+        log.info("%s", text, extra=event("run.summary", files=s.delivered, **failures))
 
     # -- disk full ---------------------------------------------------------------
 
@@ -731,6 +752,7 @@ class Downloader:
                 self.staging.write(t, start, piece)
                 t.record(start, piece)
                 self._usage[t.uploader][1] += stop - start
+            self.display.advance(t.transfer, t.received.total())
         else:
             t.accept_end(record)
         if t.complete() and not t.verified:
@@ -793,6 +815,7 @@ class Downloader:
 
     def _track(self, t: Transfer) -> None:
         self.transfers[t.transfer] = t
+        self.display.start(t.transfer, t.label, t.declared_size)
         usage = self._usage.setdefault(t.uploader, [0, 0])
         usage[0] += 1
         usage[1] += t.received.total()
@@ -801,6 +824,7 @@ class Downloader:
         self.offsets.unfinished(t.transfer)
         if self.transfers.pop(t.transfer, None) is None:
             return
+        self.display.finish(t.transfer, t.declared_size, t.verified)
         if not t.verified:
             self._release(t)
 

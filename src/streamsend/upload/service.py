@@ -40,6 +40,7 @@ import platformdirs
 
 from streamsend.config.settings import UploaderSettings
 from streamsend.errors import EnvironmentProblem, Interrupted, KafkaFatal, TransferIncomplete
+from streamsend.live import Display, summary_text
 from streamsend.lockfile import DirectoryLock
 from streamsend.logs import event, log_banner
 from streamsend.metrics import Heartbeat, Snapshot, serve_metrics
@@ -175,10 +176,12 @@ class Uploader:
         once: bool = False,
         transport: Transport | None = None,
         faults: Faults | None = None,
+        display: Display | None = None,
     ) -> None:
         """``transport`` None: a ``KafkaTransport`` for ``settings``. ``faults``: see
-        :data:`Faults` (tests only)."""
+        :data:`Faults` (tests only). ``display``: live progress (streamsend.live)."""
         self.settings = settings
+        self.display = display or Display()
         self.once = once
         self.stats = UploadStats()
         self.input_dir = settings.input_dir.expanduser().resolve()
@@ -743,6 +746,7 @@ class Uploader:
             chunks,
             extra=self._event("file.sending", cand.relative, bytes=size, chunks=chunks),
         )
+        self.display.start(wire, cand.relative, size)
         try:
             while offset < size:
                 if self._stop:
@@ -756,6 +760,7 @@ class Uploader:
                 self._produce(record, inf, partition)
                 offset += len(data)
                 index += 1
+                self.display.advance(wire, offset)
         except _Stopping:
             self._abort(inf, "the uploader was stopped")
             raise
@@ -959,6 +964,7 @@ class Uploader:
     def _complete(self, inf: InFlight) -> None:
         cand = inf.candidate
         self.inflight.pop(inf.wire, None)
+        self.display.finish(inf.wire, cand.size, inf.error is None and inf.aborted is None)
         if inf.error is not None:
             self._failed(cand.relative, inf.error)
             return
@@ -1099,6 +1105,7 @@ class Uploader:
 
     def _progress(self) -> None:
         """A line every PROGRESS_EVERY_SECONDS, also while blocked on a Kafka outage."""
+        self.display.tick()
         now = time.monotonic()
         if now < self._next_progress:
             return
@@ -1123,6 +1130,12 @@ class Uploader:
             len(self.stats.failed),
             self.stats.aborted,
         )
+        if self.once:  # a bounded run ends on its summary line
+            failures = {"failed": len(self.stats.failed), "abandoned": self.stats.aborted}
+            text = summary_text(
+                self.stats.sent, self.stats.sent_bytes, took, failures, "all acknowledged"
+            )
+            log.info("%s", text, extra=event("run.summary", files=self.stats.sent, **failures))
 
     def _write_test_file(self) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
