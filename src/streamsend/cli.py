@@ -16,28 +16,37 @@ from typing import Any
 from streamsend import __version__
 from streamsend.config.loader import describe, normalise_flag, resolve
 from streamsend.config.settings import (
+    GROUPS,
     CommonSettings,
     DownloaderSettings,
     UploaderSettings,
     default_text,
+    group_of,
     settings_fields,
 )
 from streamsend.errors import ExitStatus, StreamsendError, UsageError
 from streamsend.live import Display
 from streamsend.localkafka import commands as kafka_commands
-from streamsend.logs import EscapingFormatter, formatter
+from streamsend.logs import EscapingFormatter, JsonFormatter, event, formatter
 
 log = logging.getLogger("streamsend")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings]) -> None:
-    group = parser.add_argument_group(
-        "properties",
+    """One --flag per property of ``cls``, in sections (``settings.GROUPS``)."""
+    parser.epilog = (
         "Every property can also come from --config FILE or STREAMSEND_<PROPERTY>; "
         "precedence is flag > environment > file > default. librdkafka properties "
-        "(e.g. --security.protocol SSL) are passed to the Kafka client.",
+        "(e.g. --security.protocol SSL) are passed to the Kafka client."
     )
-    for f, s in settings_fields(cls):
+    fields = settings_fields(cls)
+    titles = [title for title, _ in GROUPS] + ["Other"]
+    sections = {
+        title: parser.add_argument_group(title)
+        for title in titles
+        if any(group_of(s.name) == title for _, s in fields)
+    }
+    for f, s in fields:
         flags = [f"--{s.name}"]
         if "." in s.name:
             flags.append("--" + s.name.replace(".", "-"))
@@ -48,7 +57,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, cls: type[CommonSettings
             # --dry.run alone means yes; --dry.run no (or false, off, 0) still works.
             shape = {"metavar": "yes|no", "nargs": "?", "const": "true"}
             extra += f" {flags[0]} alone means yes."
-        group.add_argument(
+        sections[group_of(s.name)].add_argument(
             *flags,
             dest=f"prop:{s.name}",
             default=None,
@@ -100,6 +109,11 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     logging.getLogger("streamsend.librdkafka").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING
     )
+
+
+def _logging_json() -> bool:
+    """Whether the configuration has been read and asked for JSON logs."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def _load(cls: type[CommonSettings], args: argparse.Namespace, extra: list[str]) -> CommonSettings:
@@ -372,7 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamsendError as exc:
         if traceback:
             log.exception("%s", exc)
-        print(f"streamsend: error: {exc}", file=sys.stderr)
+        if _logging_json():
+            # Under log.format=json the last line is JSON too, so stderr parses whole.
+            fields = event("run.error", outcome="error", exit_code=int(exc.exit_status))
+            log.error("streamsend: error: %s", exc, extra=fields)
+        else:
+            print(f"streamsend: error: {exc}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print("streamsend: interrupted", file=sys.stderr)

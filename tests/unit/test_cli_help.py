@@ -202,3 +202,21 @@ def test_help_says_a_boolean_flag_may_stand_alone(capsys: pytest.CaptureFixture[
     out = " ".join(help_text("upload", capsys).split())
     assert "--dry.run [yes|no], --dry-run [yes|no]" in out
     assert "--dry.run alone means yes." in out
+
+
+def test_help_groups_every_property_in_a_named_section() -> None:
+    from streamsend.config.settings import GROUPS, group_of
+
+    titles = [title for title, _ in GROUPS]
+    for cls in (UploaderSettings, DownloaderSettings):
+        names = [s.name for _, s in settings_fields(cls)]
+        assert [n for n in names if group_of(n) not in titles] == []
+    subparsers = cli.build_parser()._subparsers
+    assert subparsers is not None
+    for command, section in (("upload", "Files to send"), ("download", "Output and staging")):
+        sub = subparsers._group_actions[0].choices[command]  # type: ignore[index]
+        sections = {g.title: {a.dest for a in g._group_actions} for g in sub._action_groups}
+        assert "prop:bootstrap.servers" in sections["Kafka connection"]
+        assert "prop:metrics.port" in sections["Logs and metrics"]
+        assert any(d.startswith("prop:encryption.") for d in sections["End-to-end encryption"])
+        assert sections[section]

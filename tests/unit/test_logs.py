@@ -328,3 +328,22 @@ def test_a_users_group_id_is_the_one_shown(tmp_path: Path, json_logs: Captured) 
 )
 def test_security_mode(kafka: dict[str, str], expected: dict[str, str]) -> None:
     assert security_mode(kafka) == expected
+
+
+def test_the_final_error_line_is_json_too_under_log_format_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamsend import cli
+
+    missing = tmp_path / "missing"
+    argv = ["upload", "--bootstrap.servers", "127.0.0.1:1", "--topic", "t"]
+    code = cli.main([*argv, "--input.dir", str(missing), "--log.format", "json"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and lines
+    last = json.loads(lines[-1])
+    assert last["event"] == "run.error" and last["exit_code"] == 3
+    assert "is not a directory" in last["message"]
+    assert all(json.loads(line) for line in lines)
+    # Without log.format=json it stays the one plain line of every error.
+    assert cli.main([*argv, "--input.dir", str(missing)]) == 3
+    assert capsys.readouterr().err.strip().startswith("streamsend: error: input.dir")

@@ -421,6 +421,30 @@ def default_text(f: dataclasses.Field[Any], s: Setting) -> str | None:
     return str(f.default)
 
 
+# The sections of --help (and their order): a property belongs to the first section one of
+# whose name prefixes it starts with.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Kafka connection", ("bootstrap.servers", "aws.")),
+    ("Topic and chunks", ("topic", "binary.chunk", "upload.payload", "partitioning",
+                          "compression.", "pack.")),
+    ("Files to send", ("input.", "file.", "uploader.name", "after.upload", "scan.",
+                       "full.scan", "generate.test", "dry.run")),
+    ("Uploader state", ("processing.state.",)),
+    ("Output and staging", ("output.dir", "idle.exit", "partial.file", "staging.",
+                            "rejected.", "commit.interval")),
+    ("End-to-end encryption", ("encryption.",)),
+    ("Logs and metrics", ("log.", "metrics.")),
+)  # fmt: skip
+
+
+def group_of(name: str) -> str:
+    """The --help section of property ``name``."""
+    for title, prefixes in GROUPS:
+        if any(name.startswith(prefix) for prefix in prefixes):
+            return title
+    return "Other"
+
+
 def settings_fields(cls: type[CommonSettings]) -> list[tuple[dataclasses.Field[Any], Setting]]:
     """The declared properties of a settings class, in declaration order."""
     return [(f, f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
