@@ -768,6 +768,9 @@ class Uploader:
             self._abort(inf, "the file changed while it was being read")
             return
         inf.sha256 = hasher.hexdigest()
+        if _young(before) and not _reads_again_as(fd, size, inf.sha256):
+            self._abort(inf, "the file changed while it was being read")
+            return
         end = End(
             inf.transfer,
             name,
@@ -789,7 +792,11 @@ class Uploader:
         """Read a small file whole and add it to its partition's pack; the pack is
         produced when full or at the end of the batch."""
         data = os.pread(fd, cand.size + 1, 0)  # one byte more shows a file that grew
-        if len(data) != cand.size or not self._unchanged(cand, fd, before):
+        if (
+            len(data) != cand.size
+            or not self._unchanged(cand, fd, before)
+            or (_young(before) and os.pread(fd, cand.size + 1, 0) != data)
+        ):
             # Nothing of it was produced: no abort record is needed, only a retry.
             self._retry_when_stable(cand.relative)
             log.info(
@@ -1149,6 +1156,34 @@ class Uploader:
                 remaining -= len(piece)
         tmp.rename(final)
         log.info("generated test file %s", final.name)
+
+
+# A write call sets mtime and ctime when it starts, not when it ends, so a file opened
+# while a write is in progress shows unchanged metadata before and after a read that
+# mixed two versions. A file modified this recently (its writer may still be at work) is
+# read a second time, and sent only if both reads agree. With file.minimum.age.ms at its
+# default (5 s) no file is this young; with 0 (pick-up within milliseconds) most are.
+YOUNG_NS = 2_000_000_000
+READ_AGAIN_BLOCK = 1 << 20
+
+
+def _young(before: Identity) -> bool:
+    # mtime, not ctime: every write call sets it when it starts (ctime also moves with a
+    # chmod, or when a copier such as cp -p puts an old mtime back).
+    return time.time_ns() - before[1] < YOUNG_NS
+
+
+def _reads_again_as(fd: int, size: int, sha256: str) -> bool:
+    """Whether ``fd`` reads, once more, as ``size`` bytes with digest ``sha256``."""
+    hasher = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(READ_AGAIN_BLOCK, size - offset), offset)
+        if not data:
+            return False
+        hasher.update(data)
+        offset += len(data)
+    return not os.pread(fd, 1, size) and hasher.hexdigest() == sha256
 
 
 def _lock_path(input_dir: Path) -> Path:
