@@ -31,7 +31,13 @@ def test_full_disk_pauses_and_resumes(pipeline: Pipeline, small_fs: Path, tmp_pa
     assert up.returncode == 0, explain(up)
 
     out = small_fs / "out"
-    down = pipeline.start("download", {"output.dir": str(out)})
+    # This test is about the full disk. The per-uploader staging cap (by default half the
+    # filesystem: 12 MiB here) would otherwise refuse whichever of the five 8 MiB files
+    # starts while the others hold 12 MiB, depending on how the 4 partitions interleave
+    # (seen once in CI); a refused transfer is not retried (docs/reliability.md).
+    down = pipeline.start(
+        "download", {"output.dir": str(out), "staging.max.bytes.per.uploader": str(2**30)}
+    )
     try:
         deadline = time.monotonic() + 120
         while "is full" not in down.output():
