@@ -19,6 +19,7 @@ from streamsend.config.settings import (
     GROUPS,
     CommonSettings,
     DownloaderSettings,
+    ReaderSettings,
     UploaderSettings,
     default_text,
     group_of,
@@ -198,24 +199,14 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace, extra: list[str]) -> int:
     import json
-    import os
 
-    from streamsend.config.loader import env_name, read_file
     from streamsend.inspection import Inspection, render_text
     from streamsend.transport.kafka_clients import KafkaTransport
-    from streamsend.wire import agekeys
     from streamsend.wire.sealed import Opener
 
-    settings = _load(CommonSettings, args, extra)
-    # A downloader's identity, from the flag, the environment or --config (flag first).
-    name = "encryption.identity.file"
-    from_file = read_file(args.config).get(name) if args.config else None
-    identity = (
-        _flags(args, extra).get(name)
-        or os.environ.get(env_name(name))
-        or (from_file.value if from_file else "")
-    )
-    opener = Opener(agekeys.identities(identity)) if identity else None
+    settings = _load(ReaderSettings, args, extra)
+    assert isinstance(settings, ReaderSettings)
+    opener = Opener.for_identity_file(settings.encryption_identity_file)
     ends: dict[int, tuple[int, int]] = {}
     transport = KafkaTransport(settings, "inspect")
     found = Inspection(opener).add_all(transport.read_topic(settings.topic, ends))
@@ -337,14 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_flag(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
-    inspect.add_argument(
-        "--encryption.identity.file",
-        "--encryption-identity-file",
-        dest="prop:encryption.identity.file",
-        metavar="FILE",
-        help="age identities that open encrypted files, as the downloader's (optional)",
-    )
-    add_settings_flags(inspect, CommonSettings)
+    add_settings_flags(inspect, ReaderSettings)
     inspect.set_defaults(handler=run_inspect, takes_extra=True)
 
     kafka_commands.register(sub)

@@ -340,7 +340,21 @@ class UploaderSettings(CommonSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DownloaderSettings(CommonSettings):
+class ReaderSettings(CommonSettings):
+    """Properties of whatever reads the topic's files: ``download`` and ``inspect``."""
+
+    encryption_identity_file: str = setting(
+        "encryption.identity.file",
+        "",
+        "A file of age identities (AGE-SECRET-KEY-1..., one per line, '#' comments, as "
+        "age -i reads, and as written by streamsend keygen or age-keygen) to decrypt "
+        "end-to-end encrypted files with. Files encrypted for none of them are skipped, "
+        "with one line each.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloaderSettings(ReaderSettings):
     """Properties of ``streamsend download``."""
 
     role: ClassVar[str] = "downloader"
@@ -399,14 +413,6 @@ class DownloaderSettings(CommonSettings):
         "ever committed for data that is durably on disk.",
         minimum=100,
         maximum=600_000,
-    )
-    encryption_identity_file: str = setting(
-        "encryption.identity.file",
-        "",
-        "A file of age identities (AGE-SECRET-KEY-1..., one per line, '#' comments, as "
-        "age -i reads, and as written by streamsend keygen or age-keygen) to decrypt "
-        "end-to-end encrypted files with. Files encrypted for none of them are skipped, "
-        "with one line each.",
     )
 
 

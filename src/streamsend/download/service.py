@@ -43,7 +43,6 @@ from streamsend.logs import event, log_banner
 from streamsend.metrics import Heartbeat, Snapshot, serve_metrics
 from streamsend.textsafe import listing
 from streamsend.transport.base import CommitFailed, Consumer, Received, TopicPartition, Transport
-from streamsend.wire import agekeys
 from streamsend.wire.paths import UnsafePath, safe_relative_parts, safe_uploader_name
 from streamsend.wire.protocol import (
     H_TRANSFER,
@@ -147,8 +146,7 @@ class Downloader:
         self._ready_since = 0.0
         self._ignored: set[str] = set()  # refused or unsafe: log once, skip the rest
         self._keyless: set[str] = set()  # encrypted for none of our identities: said once
-        identity_file = settings.encryption_identity_file
-        self.opener = Opener(agekeys.identities(identity_file)) if identity_file else None
+        self.opener = Opener.for_identity_file(settings.encryption_identity_file)
         # Uploader -> [unfinished transfers, bytes they hold]; verified ones not counted.
         self._usage: dict[str, list[int]] = {}
         self.offsets = OffsetBook()  # what may be committed (download/offsets.py)

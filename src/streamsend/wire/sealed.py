@@ -189,6 +189,11 @@ class Opener:
         self._identities = identities
         self._keys: OrderedDict[bytes, tuple[str, AESGCM] | None] = OrderedDict()
 
+    @classmethod
+    def for_identity_file(cls, file: str) -> Opener | None:
+        """An opener with the identities of ``encryption.identity.file``; None when unset."""
+        return cls(agekeys.identities(file)) if file else None
+
     def _key(self, wrapped: bytes) -> tuple[str, AESGCM] | None:
         if wrapped in self._keys:
             self._keys.move_to_end(wrapped)
