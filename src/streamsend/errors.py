@@ -11,6 +11,7 @@ that turns an exception into a one-line message on stderr and that exit code.
     │   └── LockHeld                   exit 3   another uploader owns input.dir
     ├── LocalKafkaError                exit 4   local cluster failed to start/stop
     ├── KafkaFatal                     exit 5   broker refuses us for good (auth, unknown host)
+    ├── AccessRefused                  exit 5   S3 refuses our credentials or access
     ├── TransferIncomplete             exit 6   --once / --idle.exit.ms ended with failures
     ├── Interrupted                    exit 130 stopped by a signal before work began
     └── ProtocolError                  (never reaches the CLI: bad messages are skipped)
@@ -74,6 +75,13 @@ class LocalKafkaError(StreamsendError):
 
 class KafkaFatal(StreamsendError):
     """Kafka refused us in a way retrying cannot fix (authentication, unknown host)."""
+
+    exit_status = ExitStatus.KAFKA_FATAL
+
+
+class AccessRefused(StreamsendError):
+    """Another service we deliver to (S3) refuses our credentials or our access: the
+    same exit status as Kafka refusing them."""
 
     exit_status = ExitStatus.KAFKA_FATAL
 

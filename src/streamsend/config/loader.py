@@ -36,10 +36,7 @@ S = TypeVar("S", bound=CommonSettings)
 
 # Documented by the original Streamsend, not implemented here yet. Named, so a user who
 # brings such a config file learns exactly what is missing rather than "unknown".
-_S3 = "an S3 destination for the downloader"
 NOT_YET_SUPPORTED = {
-    "s3.bucket.name": _S3,
-    "s3.endpoint.url": _S3,
     "finished.file.retention.mins": "deleting .FINISHED files later (after.upload=delete "
     "deletes a file once every chunk is acknowledged)",
 }

@@ -65,6 +65,32 @@ def _valid_uploader_name(value: str) -> str | None:
     return None
 
 
+# Amazon's rules are stricter (3-63 lowercase characters); S3-compatible stores accept
+# more, and the start-up probe reports what the store itself refuses.
+_BUCKET_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+
+
+def _valid_bucket(value: str) -> str | None:
+    if value and not _BUCKET_RULE.fullmatch(value):
+        return (
+            "must be a bucket name (a name, not a URL or path): letters, digits, '.', '_' "
+            "or '-', starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _valid_endpoint(value: str) -> str | None:
+    if value and not re.fullmatch(r"https?://[^\s/?#]+/?", value):
+        return "must be an http:// or https:// URL with a host, like http://127.0.0.1:9000"
+    return None
+
+
+def _valid_prefix(value: str) -> str | None:
+    if value.startswith("/") or "//" in value or len(value.encode()) > 512:
+        return "must not start with '/', hold '//', or exceed 512 bytes"
+    return None
+
+
 def default_uploader_name() -> str:
     host = socket.gethostname().split(".")[0] or "uploader"
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", host).lstrip(".-_")
@@ -105,14 +131,17 @@ class CommonSettings:
     aws_region: str = setting(
         "aws.region",
         "",
-        "AWS region of the Amazon MSK cluster (us-east-1...), required with "
-        "sasl.mechanism=AWS_MSK_IAM.",
+        "AWS region (us-east-1...): of the Amazon MSK cluster, required with "
+        "sasl.mechanism=AWS_MSK_IAM; of the S3 bucket with s3.bucket.name, where empty "
+        "means us-east-1.",
+        default_text="us-east-1 for S3 output; none (required) for AWS_MSK_IAM",
     )
     aws_access_key_id: str = setting(
         "aws.access.key.id",
         "",
-        "AWS access key id for sasl.mechanism=AWS_MSK_IAM. Empty: the default AWS "
-        "credential chain (AWS_* environment variables, ~/.aws, container or instance role).",
+        "AWS access key id for sasl.mechanism=AWS_MSK_IAM and for S3 output. Empty: the "
+        "default AWS credential chain (AWS_* environment variables, ~/.aws, container or "
+        "instance role).",
     )
     aws_secret_access_key: str = setting(
         "aws.secret.access.key",
@@ -363,7 +392,8 @@ class DownloaderSettings(ReaderSettings):
         "output.dir",
         REQUIRED,
         "Directory files are rebuilt under, as {output.dir}/{uploader.name}/{path}. "
-        "Created when missing.",
+        "Created when missing. With s3.bucket.name it is the staging and bookkeeping area: "
+        "files are verified there, then uploaded.",
     )
     idle_exit_ms: int = setting(
         "idle.exit.ms",
@@ -414,6 +444,45 @@ class DownloaderSettings(ReaderSettings):
         minimum=100,
         maximum=600_000,
     )
+    s3_bucket_name: str = setting(
+        "s3.bucket.name",
+        "",
+        "Deliver files to this S3 bucket, as objects {s3.prefix}{uploader.name}/{path}, "
+        "instead of under output.dir (which stays the staging area). Each file is verified "
+        "in staging, uploaded (multipart above s3.part.size.bytes, visible only once "
+        "complete), then removed from staging. Empty: deliver to output.dir. See "
+        "docs/operations.md.",
+        check=_valid_bucket,
+    )
+    s3_endpoint_url: str = setting(
+        "s3.endpoint.url",
+        "",
+        "Endpoint of an S3-compatible store (MinIO, Ceph, R2...), as http(s)://host[:port]; "
+        "buckets are then addressed by path. Empty: Amazon S3 in aws.region.",
+        check=_valid_endpoint,
+    )
+    s3_prefix: str = setting(
+        "s3.prefix",
+        "",
+        "Prefix of every object key, written as is: end it with '/' for a folder "
+        "(data/edge/ gives data/edge/{uploader.name}/{path}).",
+        check=_valid_prefix,
+    )
+    s3_part_size_bytes: int = setting(
+        "s3.part.size.bytes",
+        16 * 1024 * 1024,
+        "Part size of multipart uploads: a file up to this size is one PUT, a larger one is "
+        "sent in parts of this size (grown for a file that would need more than 10,000), "
+        "read one at a time, so memory stays flat whatever the file's size.",
+        minimum=5 * 1024 * 1024,
+        maximum=512 * 1024 * 1024,
+    )
+    s3_keep_local_copy: bool = setting(
+        "s3.keep.local.copy",
+        False,
+        "Also keep each file delivered to S3 under output.dir/{uploader.name}/{path}, as "
+        "without S3; by default the staged copy is deleted once the object is confirmed.",
+    )
 
 
 def default_text(f: dataclasses.Field[Any], s: Setting) -> str | None:
@@ -438,6 +507,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Uploader state", ("processing.state.",)),
     ("Output and staging", ("output.dir", "idle.exit", "partial.file", "staging.",
                             "rejected.", "commit.interval")),
+    ("S3 output", ("s3.",)),
     ("End-to-end encryption", ("encryption.",)),
     ("Logs and metrics", ("log.", "metrics.")),
 )  # fmt: skip

@@ -105,6 +105,9 @@ class Transfer:
     hashed_upto: int = 0  # bytes [0, hashed_upto) are in hasher
     dirty: bool = True  # changed since the ledger last recorded it
     verified: bool = False  # its bytes matched the end record; waiting for delivery
+    # A delivery of it was started before (by a run that crashed, or before an outage):
+    # a destination that may hold it already (S3) looks before sending it again.
+    redelivery: bool = False
     last_activity: float = field(default_factory=time.time)
     # When this process met it (monotonic), for the delivered line's duration.
     started: float = field(default_factory=time.monotonic, compare=False)

@@ -26,7 +26,14 @@ from typing import Any
 
 from streamsend.config.settings import DownloaderSettings
 from streamsend.download import ledger
+from streamsend.download.destination import (
+    DeliveryStopped,
+    Destination,
+    DestinationUnavailable,
+    LocalDestination,
+)
 from streamsend.download.offsets import OffsetBook
+from streamsend.download.pause import Pause
 from streamsend.download.reassembly import Transfer
 from streamsend.download.staging import (
     LEDGER_COMPACT_BYTES,
@@ -74,6 +81,10 @@ DONE_LIMIT = 200_000
 JOIN_WAIT = 60.0
 # Transfers refused or with unsafe paths: remembered to log each once; bounded.
 REFUSED_LIMIT = 100_000
+# While the disk is full, how often to look for room again; while the destination is
+# unavailable, the first wait before retrying, doubled up to the second.
+DISK_RETRY_SECONDS = 2.0
+DESTINATION_RETRY_SECONDS = (1.0, 30.0)
 
 
 def _no_faults(_step: str) -> None:
@@ -113,6 +124,7 @@ class DownloadStats:
     unsafe_paths: int = 0
     duplicates: int = 0
     disk_full_pauses: int = 0
+    destination_pauses: int = 0  # deliveries waiting for an unavailable destination
     last_delivered: float | None = None  # wall-clock time of the last delivery
     started: float = field(default_factory=time.monotonic)  # for the summary line
 
@@ -135,6 +147,7 @@ class Downloader:
         self.stats = DownloadStats()
         self.output_dir = settings.output_dir.expanduser().resolve()
         self.staging = StagingArea(self.output_dir, faults)
+        self.destination = self._destination(settings, faults)
         self.lock = DirectoryLock(
             self.output_dir / ".streamsend" / "downloader.lock",
             f"output.dir {str(self.output_dir)!r} is in use by another downloader",
@@ -156,13 +169,32 @@ class Downloader:
         self._stop = False
         self.heartbeat = Heartbeat()  # for /healthz (metrics.port)
         self._paused_for_disk = False
+        self._pause: Pause | None = None  # while a wait or long delivery pauses consumption
+        self._in_callback = False  # inside a rebalance callback: never poll from there
         self._assigned_at: float | None = None
         self._expiry = settings.partial_file_expiry_ms / 1000
+
+    def _destination(self, settings: DownloaderSettings, faults: Faults) -> Destination:
+        if not settings.s3_bucket_name:
+            return LocalDestination(self.staging)
+        from streamsend.download.s3 import S3Destination
+
+        try:
+            return S3Destination(settings, self.staging, faults)
+        except BaseException:
+            self.staging.close()
+            raise
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> DownloadStats:
         self.lock.acquire()
+        try:
+            self.destination.check()
+        except BaseException:
+            self.lock.release()
+            self.staging.close()
+            raise
         server = serve_metrics(self.settings.metrics_port, self.metrics, self.heartbeat)
         try:
             return self._run()
@@ -192,7 +224,7 @@ class Downloader:
                 "unsafe_path": s.unsafe_paths,
                 "duplicate": s.duplicates,
             },
-            retries=s.disk_full_pauses,
+            retries=s.disk_full_pauses + s.destination_pauses,
             staging_transfers=len(self.transfers),
             staging_bytes=sum(used for _, used in list(self._usage.values())),
             paused_for_disk=self._paused_for_disk,
@@ -339,13 +371,15 @@ class Downloader:
             log,
             "downloader",
             f": topic {s.topic} ({'?' if partitions is None else partitions} partitions, "
-            f"{assigned} assigned), group id {group}",
+            f"{assigned} assigned), group id {group}, delivering to "
+            f"{self.destination.describe()}",
             s.kafka,
             f"identity file {identities}" if identities else None,
             topic=s.topic,
             partitions=partitions,
             assigned=assigned,
             group_id=group,
+            destination=self.destination.describe(),
             identity_file=identities or None,
         )
 
@@ -372,88 +406,105 @@ class Downloader:
         text = summary_text(s.delivered, s.delivered_bytes, took, failures)
         log.info("%s", text, extra=event("run.summary", files=s.delivered, **failures))
 
-    # -- disk full ---------------------------------------------------------------
+    # -- waiting: disk full, destination unavailable --------------------------------
 
     def _with_space(self, consumer: Consumer, action: Callable[[], None]) -> bool:
-        """Run ``action``; while the disk is full, pause consumption (the group session
-        stays alive), expire abandoned transfers to free space, and retry. False when
+        """Run ``action``; while the disk is full or the destination unavailable, pause
+        consumption (download/pause.py), free what can be freed, and retry: every
+        DISK_RETRY_SECONDS for disk space, with backoff for the destination. False when
         asked to stop before ``action`` succeeded."""
-        paused_at: float | None = None
-        rewind: dict[TopicPartition, int] = {}
+        pause = Pause(consumer)
+        outer, self._pause = self._pause, pause
+        waiting: DiskFull | DestinationUnavailable | None = None
+        since = 0.0
+        backoff = DESTINATION_RETRY_SECONDS[0]
         try:
             while True:
                 try:
                     action()
                     return True
-                except DiskFull as full:
-                    if paused_at is None:
-                        paused_at = time.monotonic()
-                        self._paused_for_disk = True
-                        self.stats.disk_full_pauses += 1
-                        consumer.pause()
-                        free = self.staging.free_bytes()
-                        log.warning(
-                            "output.dir %r is full: %d more bytes needed for %s "
-                            "(%d free); consumption paused until there is room",
-                            str(self.output_dir),
-                            full.needed,
-                            full.what,
-                            free,
-                            extra=event(
-                                "download.paused",
-                                cause="disk full",
-                                bytes_needed=full.needed,
-                                bytes_free=free,
-                            ),
-                        )
-                    waiting = self.transfers.get(full.transfer or "")
-                    if waiting is not None:
-                        # Its silence is our pause, not its uploader's: never expire it.
-                        waiting.last_activity = time.time()
-                    if not self._wait_for_space(consumer, rewind):
+                except (DiskFull, DestinationUnavailable) as exc:
+                    if self._stop or isinstance(exc, DeliveryStopped):
+                        return False
+                    if waiting is None:
+                        waiting, since = exc, time.monotonic()
+                        self._paused(exc)
+                    if isinstance(exc, DiskFull):
+                        seconds = DISK_RETRY_SECONDS
+                        t = self.transfers.get(exc.transfer or "")
+                        if t is not None:
+                            # Its silence is our pause, not its uploader's: never expire it.
+                            t.last_activity = time.time()
+                    else:
+                        seconds, backoff = backoff, min(2 * backoff, DESTINATION_RETRY_SECONDS[1])
+                        log.info("still waiting for the destination (%s)", exc.cause)
+                    self._upkeep()
+                    self.heartbeat.beat()  # paused is the loop turning
+                    if not pause.poll(seconds, lambda: self._stop):
                         return False
         finally:
-            if paused_at is not None:
-                self._paused_for_disk = False
-                consumer.resume()
-                if not self._stop:
-                    paused = time.monotonic() - paused_at
-                    log.warning(
-                        "output.dir has room again: resumed after %.0f s",
-                        paused,
-                        extra=event("download.resumed", duration_s=round(paused, 3)),
-                    )
+            pause.end()
+            self._pause = outer
+            self._paused_for_disk = False
+            if waiting is not None and not self._stop:
+                took = time.monotonic() - since
+                what = "output.dir has room" if isinstance(waiting, DiskFull) else (
+                    "the destination is available"
+                )  # fmt: skip
+                log.warning(
+                    "%s again: resumed after %.0f s",
+                    what,
+                    took,
+                    extra=event("download.resumed", duration_s=round(took, 3)),
+                )
 
-    def _wait_for_space(
-        self, consumer: Consumer, rewind: dict[TopicPartition, int], seconds: float = 2.0
-    ) -> bool:
-        """Keep the group session alive while paused, and free what can be freed;
-        True to retry, False to stop. Records fetched before the pause are read again
-        later: each partition is rewound to the lowest such offset of the whole pause
-        (several may come out of the client's queue, and the last seek must not win)."""
-        self._upkeep()
-        self.heartbeat.beat()  # paused for disk space is the loop turning
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self._stop:
-                return False
-            extra = consumer.poll(0.5)
-            if extra is not None:
-                where = (extra.topic, extra.partition)
-                rewind[where] = min(rewind.get(where, extra.offset), extra.offset)
-                consumer.seek(where, rewind[where])
-        return not self._stop
+    def _paused(self, exc: DiskFull | DestinationUnavailable) -> None:
+        """Say once why consumption is paused."""
+        if isinstance(exc, DestinationUnavailable):
+            self.stats.destination_pauses += 1
+            log.warning(
+                "cannot deliver to %s: %s; consumption paused, staged files wait and the "
+                "delivery is retried with backoff",
+                self.destination.describe(),
+                exc.cause,
+                extra=event("download.paused", cause=f"destination unavailable: {exc.cause}"),
+            )
+            return
+        self._paused_for_disk = True
+        self.stats.disk_full_pauses += 1
+        free = self.staging.free_bytes()
+        log.warning(
+            "output.dir %r is full: %d more bytes needed for %s (%d free); consumption "
+            "paused until there is room",
+            str(self.output_dir),
+            exc.needed,
+            exc.what,
+            free,
+            extra=event(
+                "download.paused", cause="disk full", bytes_needed=exc.needed, bytes_free=free
+            ),
+        )
+
+    def _keep_alive(self) -> None:
+        """Called by a destination during a long delivery: keep the group membership
+        alive (consumption paused meanwhile); raises DeliveryStopped once asked to stop."""
+        self.heartbeat.beat()
+        if self._stop:
+            raise DeliveryStopped()
+        if self._pause is not None and not self._in_callback:
+            self._pause.poll(0, lambda: self._stop)
 
     # -- durable steps -------------------------------------------------------------
 
     def _deliver_ready(self) -> None:
-        """One delivery round: fsync the verified files, record them in the ledger, rename
-        them into place, fsync their directories. Raises DiskFull (what was not placed
-        stays ready for the next round)."""
+        """One delivery round: fsync the verified files, record them in the ledger, hand
+        them to the destination (rename into place, or upload), fsync their directories.
+        Raises DiskFull or DestinationUnavailable (what was not delivered stays ready for
+        the next round)."""
         batch, self._ready = self._ready, []
         try:
             self._deliver(batch)
-        except DiskFull:
+        except (DiskFull, DestinationUnavailable):
             self._ready = batch + self._ready
             raise
 
@@ -465,8 +516,8 @@ class Downloader:
         while batch:
             t, parts = batch[0]
             try:
-                final = self.staging.place(t, parts)
-            except UnsafePath as exc:
+                final = self.destination.deliver(t, parts, self._keep_alive)
+            except (UnsafePath, VerificationFailed) as exc:
                 batch.pop(0)
                 self._reject(t, str(exc))
                 continue
@@ -481,7 +532,7 @@ class Downloader:
             self.stats.last_delivered = time.time()
             log.info(
                 "delivered %r (%d bytes, sha256 %s)",
-                str(final),
+                final,
                 end.size,
                 end.sha256[:16],
                 extra=_file_event(
@@ -494,13 +545,18 @@ class Downloader:
                     sha256=end.sha256,
                 ),
             )
-        self.staging.sync_directories()
+        self.destination.finish_round()
 
     def _checkpoint(self, consumer: Consumer) -> None:
         """Deliver what is ready, make every staged byte durable and recorded, then commit
-        the consumed offsets. Raises DiskFull (nothing is committed)."""
+        the consumed offsets. Raises DiskFull (nothing is committed). A destination that
+        is unavailable does not stop it: the files waiting for it hold their offsets back
+        (download/offsets.py) and the loop retries their delivery."""
         if self._ready:
-            self._deliver_ready()
+            try:
+                self._deliver_ready()
+            except DestinationUnavailable as exc:
+                log.debug("checkpoint without delivery: %s", exc.cause)
         dirty = [t for t in self.transfers.values() if t.dirty]
         self.staging.sync(dirty)
         self.staging.append(ledger.stage_entry(t) for t in dirty)
@@ -568,10 +624,13 @@ class Downloader:
 
     def _on_revoke(self, consumer: Consumer) -> Callable[[list[TopicPartition]], None]:
         def revoke(parts: list[TopicPartition]) -> None:
+            self._in_callback = True
             try:
                 self._checkpoint(consumer)
             except DiskFull as full:
                 log.warning("checkpoint at revocation postponed, output.dir is full (%s)", full)
+            finally:
+                self._in_callback = False
             self.offsets.revoked(parts)
             self._assigned -= set(parts)
             self._whole_topic = None

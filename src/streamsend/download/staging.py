@@ -321,6 +321,13 @@ class StagingArea:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
 
+    def open_staged(self, transfer: str) -> int:
+        """A new read-only descriptor of a staged file, for a destination that copies it
+        elsewhere (S3); the caller closes it."""
+        return self._open(
+            f"{transfer}.part", os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0, self._staging_fd
+        )
+
     def staged_size(self, transfer: str) -> int:
         return os.stat(f"{transfer}.part", dir_fd=self._staging_fd, follow_symlinks=False).st_size
 
@@ -584,6 +591,7 @@ class StagingArea:
                 # Verified and fsynced, not renamed yet: it is delivered again through the
                 # normal path (verified once more from its bytes, which costs only a read).
                 t.received = RangeSet([(0, t.end.size)])
+                t.redelivery = True
                 state.staged[transfer] = t
                 state.done.pop(transfer, None)
         state.delivering.clear()

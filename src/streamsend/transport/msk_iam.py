@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from streamsend.awscreds import Given, given_credentials, quiet_botocore, redact, secrets_of
 from streamsend.config.settings import CommonSettings
 from streamsend.errors import ConfigError, KafkaFatal
 
@@ -43,40 +43,14 @@ def wanted(kafka: Mapping[str, str]) -> bool:
     return any(kafka.get(key, "").strip().upper() == MECHANISM for key in _MECHANISM_KEYS)
 
 
-@dataclass(frozen=True)
-class _Given:
-    """Credentials from the aws.* properties."""
-
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None
-
-    def __repr__(self) -> str:  # never the secret, whatever prints this
-        return f"_Given(access_key_id={self.access_key_id!r}, ...)"
-
-
-def _check(settings: CommonSettings) -> _Given | None:
+def _check(settings: CommonSettings) -> Given | None:
     """Validate the aws.* properties; the explicit credentials, or None for the chain."""
     if not settings.aws_region:
         raise ConfigError(
             f"aws.region is required with sasl.mechanism={MECHANISM} (the region of the MSK "
             "cluster, such as us-east-1)"
         )
-    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
-    if bool(key_id) != bool(secret):
-        given, missing = ("aws.access.key.id", "aws.secret.access.key")[:: 1 if key_id else -1]
-        raise ConfigError(
-            f"{missing} is required with {given} (or set neither to use the default AWS "
-            "credential chain)"
-        )
-    if settings.aws_session_token and not key_id:
-        raise ConfigError(
-            "aws.session.token needs aws.access.key.id and aws.secret.access.key "
-            "(the chain finds its own session token)"
-        )
-    if not key_id:
-        return None
-    return _Given(key_id, secret, settings.aws_session_token or None)
+    return given_credentials(settings)
 
 
 class TokenSource:
@@ -87,9 +61,7 @@ class TokenSource:
     def __init__(self, settings: CommonSettings) -> None:
         self._region = settings.aws_region
         self._given = _check(settings)
-        self._secrets = [
-            s for s in (settings.aws_secret_access_key, settings.aws_session_token) if s
-        ]
+        self._secrets = secrets_of(settings)
         self._chain: Any = None  # botocore credentials of the default chain, once found
         self._primed: Token | None = self.token()
 
@@ -100,7 +72,7 @@ class TokenSource:
                 MSKAuthTokenProvider,
             )
 
-            _quiet_botocore()
+            quiet_botocore()
             provider = _provider(self._credentials())
             token, expiry_ms = MSKAuthTokenProvider.generate_auth_token_from_credentials_provider(
                 self._region, provider
@@ -109,7 +81,8 @@ class TokenSource:
             raise
         except Exception as exc:  # botocore's errors, ValueError of the signer
             raise KafkaFatal(
-                f"AWS MSK IAM: cannot sign a token for region {self._region!r}: {self._redact(exc)}"
+                f"AWS MSK IAM: cannot sign a token for region {self._region!r}: "
+                f"{redact(exc, self._secrets)}"
             ) from None
         return str(token), int(expiry_ms) / 1000.0
 
@@ -126,8 +99,8 @@ class TokenSource:
             raise
 
     def _credentials(self) -> Any:
-        import botocore.credentials  # type: ignore[import-untyped]
-        import botocore.session  # type: ignore[import-untyped]
+        import botocore.credentials
+        import botocore.session
 
         if self._given is not None:
             g = self._given
@@ -144,31 +117,19 @@ class TokenSource:
             )
         return self._chain
 
-    def _redact(self, exc: Exception) -> str:
-        text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-        for secret in self._secrets:
-            text = text.replace(secret, "(hidden)")
-        return text
-
 
 def _provider(credentials: Any) -> Any:
     """A botocore CredentialProvider handing out ``credentials`` (the signer takes only
     a provider, a profile, a role or the default chain)."""
     import botocore.credentials
 
-    class _Fixed(botocore.credentials.CredentialProvider):  # type: ignore[misc]
+    class _Fixed(botocore.credentials.CredentialProvider):
         METHOD = "streamsend"
 
         def load(self) -> Any:
             return credentials
 
     return _Fixed()
-
-
-def _quiet_botocore() -> None:
-    """botocore's DEBUG lines show the canonical request (with the session token) and
-    the signature: keep them out of --log.level DEBUG."""
-    logging.getLogger("botocore").setLevel(logging.INFO)
 
 
 def oauthbearer_config(settings: CommonSettings, conf: Mapping[str, Any]) -> dict[str, Any]:
