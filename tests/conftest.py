@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import Pipeline
+from s3server import S3Server
 from streamsend import localkafka
 
 _KAFKA_FIXTURES = {"kafka_cluster", "bootstrap_servers", "secure_cluster"}
@@ -90,3 +91,31 @@ def pipeline(bootstrap_servers: str, unique_topic: str, tmp_path: Path) -> Itera
     pipe = Pipeline(bootstrap_servers, unique_topic, tmp_path)
     yield pipe
     pipe.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-compatible server (moto's, a real HTTP server) for the session, checking
+    signatures and policies like Amazon S3."""
+    server = S3Server(tmp_path_factory.mktemp("s3"), auth=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_outage_server(tmp_path: Path) -> Iterator[S3Server]:
+    """An S3 server of the test's own, with bucket ``outage``, that the test may stop
+    and restart."""
+    server = S3Server(tmp_path, auth=False, buckets=("outage",))
+    server.start()
+    yield server
+    server.stop()
