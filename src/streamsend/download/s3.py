@@ -178,7 +178,17 @@ class S3Destination:
         """Write and delete a probe object, or raise one line saying what is wrong."""
         key = f"{self.prefix}{PROBE_NAME}{socket.gethostname()}-{os.getpid()}"
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"streamsend probe\n")
+            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"streamsend probe\n")
+            version = put.get("VersionId")
+            if version and version != "null":
+                # A versioned bucket keeps a deleted object's versions: delete ours, so
+                # each start-up does not leave one behind.
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+                    return
+                except Exception as exc:
+                    if _code(exc) not in _ACCESS_CODES:
+                        raise
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             raise self._start_error(exc) from None
