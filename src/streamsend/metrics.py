@@ -43,6 +43,7 @@ class Snapshot:
     staging_transfers: int = 0  # downloader: transfers in staging
     staging_bytes: int = 0
     paused_for_disk: bool = False
+    paused_for_destination: bool = False  # downloader: its destination (S3) unavailable
     lag: Mapping[int, int] = field(default_factory=dict)  # partition -> records behind
     last_success: float | None = None  # wall-clock time of the last file sent / delivered
     connected: bool = False
@@ -81,6 +82,11 @@ class _Collector(Collector):
                 f"{p}_paused_for_disk",
                 "1 while consumption is paused for a full output disk",
                 value=int(s.paused_for_disk),
+            )
+            yield GaugeMetricFamily(
+                f"{p}_paused_for_destination",
+                "1 while consumption is paused because the destination (S3) is unavailable",
+                value=int(s.paused_for_destination),
             )
             lag = GaugeMetricFamily(
                 f"{p}_consumer_lag", "Records behind the end, per partition", labels=["partition"]

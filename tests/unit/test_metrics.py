@@ -39,6 +39,7 @@ def downloader() -> Iterator[tuple[MetricsServer, Snapshot, Heartbeat]]:
         staging_transfers=4,
         staging_bytes=999,
         paused_for_disk=True,
+        paused_for_destination=True,
         lag={0: 5, 3: 0},
         last_success=1_700_000_000.5,
         connected=True,
@@ -63,6 +64,7 @@ def test_downloader_series_carry_the_snapshot(downloader) -> None:
     assert found[(f"{p}_staging_transfers", ())] == 4
     assert found[(f"{p}_staging_bytes", ())] == 999
     assert found[(f"{p}_paused_for_disk", ())] == 1
+    assert found[(f"{p}_paused_for_destination", ())] == 1
     assert found[(f"{p}_consumer_lag", (("partition", "0"),))] == 5
     assert found[(f"{p}_last_success_timestamp_seconds", ())] == 1_700_000_000.5
     assert found[(f"{p}_kafka_connected", ())] == 1

@@ -169,6 +169,7 @@ class Downloader:
         self._stop = False
         self.heartbeat = Heartbeat()  # for /healthz (metrics.port)
         self._paused_for_disk = False
+        self._paused_for_destination = False
         self._pause: Pause | None = None  # while a wait or long delivery pauses consumption
         self._in_callback = False  # inside a rebalance callback: never poll from there
         self._assigned_at: float | None = None
@@ -228,6 +229,7 @@ class Downloader:
             staging_transfers=len(self.transfers),
             staging_bytes=sum(used for _, used in list(self._usage.values())),
             paused_for_disk=self._paused_for_disk,
+            paused_for_destination=self._paused_for_destination,
             lag=consumer.lag() if consumer is not None else {},
             last_success=s.last_delivered,
             connected=consumer is not None and not self.transport.unreachable(),
@@ -445,7 +447,7 @@ class Downloader:
         finally:
             pause.end()
             self._pause = outer
-            self._paused_for_disk = False
+            self._paused_for_disk = self._paused_for_destination = False
             if waiting is not None and not self._stop:
                 took = time.monotonic() - since
                 what = "output.dir has room" if isinstance(waiting, DiskFull) else (
@@ -461,6 +463,7 @@ class Downloader:
     def _paused(self, exc: DiskFull | DestinationUnavailable) -> None:
         """Say once why consumption is paused."""
         if isinstance(exc, DestinationUnavailable):
+            self._paused_for_destination = True
             self.stats.destination_pauses += 1
             log.warning(
                 "cannot deliver to %s: %s; consumption paused, staged files wait and the "
