@@ -4,14 +4,17 @@ its own process through the real CLI; every delivered file is compared byte for 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -441,6 +444,74 @@ def encryption(b: Bench, s: Section) -> None:
                    "compression is skipped then")  # fmt: skip
 
 
+@contextlib.contextmanager
+def moto_server(d: Path) -> Iterator[str]:
+    """moto's standalone S3 server (``moto[server]``, a dev dependency) on a free
+    loopback port, for the s3 section; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (d / "moto.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                 str(port)], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            fail_unless(proc.poll() is None, "moto server exited (pip install 'moto[server]')")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                fail_unless(time.monotonic() < deadline, "moto server did not start")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def s3(b: Bench, s: Section) -> None:
+    """Delivery to S3 (moto's server on loopback): speed and the downloader's peak RSS
+    for the rss section's two sizes, with the local delivery of the same file."""
+    import boto3
+
+    d = b.enter(s.name)
+    with moto_server(d) as url:
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        client.create_bucket(Bucket="bench")
+        to_s3 = ["--s3.bucket.name", "bench", "--s3.endpoint.url", url,
+                 "--aws.access.key.id", "bench", "--aws.secret.access.key", "bench"]  # fmt: skip
+        for size in b.sizes.rss:
+            tag = human_size(size).replace(" ", "")
+            sub = d / tag
+            src = write_random(sub / "in" / "file.bin", size, random.Random(11))
+            topic = unique(f"s3-{tag.lower()}")
+            b.upload_once(f"upload-{tag}", topic, sub / "in", size)
+            local = b.download_all(f"download-local-{tag}", topic, sub / "local", [src])
+            settle()
+            child = b.downloader(f"download-s3-{tag}", topic, sub / "s3", True, extra=to_s3)
+            done = child.finish(b.timeout(size) + 120)
+            child.expect(done)
+            delivered = child.mark("delivered ")
+            fail_unless(delivered is not None, "the S3 downloader delivered nothing")
+            body = client.get_object(Bucket="bench", Key=f"{UPLOADER}/{src.relative}")["Body"]
+            digest = hashlib.sha256()
+            while block := body.read(8 << 20):
+                digest.update(block)
+            fail_unless(digest.hexdigest() == src.sha256, "the S3 object differs from the file")
+            to_s3_mbps, local_mbps = mbps(size, delivered), mbps(size, local.delivered_s)
+            s.row(f"{human_size(size)} file", ratio(to_s3_mbps, local_mbps),
+                  "S3 / local delivery speed", s3_MBps=to_s3_mbps, local_MBps=local_mbps,
+                  s3_RSS_MiB=mib(done.peak_rss),
+                  local_RSS_MiB=mib(local.exit.peak_rss))  # fmt: skip
+            client.delete_object(Bucket="bench", Key=f"{UPLOADER}/{src.relative}")
+            shutil.rmtree(sub)
+            b.kafka.delete_all()
+    s.notes.append("to S3: from the downloader's start until its log says delivered (the "
+                   "file is verified in staging, then uploaded in 16 MiB parts)")  # fmt: skip
+
+
 SECTIONS: dict[str, tuple[SectionFn, str]] = {
     "large": (large, "raw client limit, and one large file up and down"),
     "small": (small, "small files end to end, downloader running"),
@@ -451,4 +522,5 @@ SECTIONS: dict[str, tuple[SectionFn, str]] = {
     "funnel": (funnel, "funnel of simulated uploaders into one downloader"),
     "compression": (compression, "per-chunk compression codecs"),
     "encryption": (encryption, "end-to-end encryption: speed, and padding's bytes"),
+    "s3": (s3, "delivery to S3: speed and peak RSS"),
 }
