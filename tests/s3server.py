@@ -132,12 +132,21 @@ class S3Server:
 
     def user_without_s3(self) -> tuple[str, str]:
         """Valid keys of a user denied every S3 action (auth servers only)."""
+        return self.user_with_policy("no-s3", _NO_S3_POLICY)
+
+    def user_allowed(self, name: str, actions: list[str]) -> tuple[str, str]:
+        """Valid keys of a user allowed only ``actions`` (auth servers only)."""
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+        }
+        return self.user_with_policy(name, policy)
+
+    def user_with_policy(self, name: str, policy: dict[str, Any]) -> tuple[str, str]:
         iam = self._iam(self.key_id, self.secret)
-        iam.create_user(UserName="no-s3")
-        iam.put_user_policy(
-            UserName="no-s3", PolicyName="deny", PolicyDocument=json.dumps(_NO_S3_POLICY)
-        )
-        key = iam.create_access_key(UserName="no-s3")["AccessKey"]
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]
 
     # -- what tests look at ------------------------------------------------------------

@@ -167,6 +167,7 @@ class S3Destination:
         self._secrets = secrets_of(settings)
         self.client = client if client is not None else make_client(settings)
         self._uploads: dict[str, _Upload] = {}  # transfer -> its upload under way
+        self._warned_listing = False
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else f" in {self.region}"
@@ -289,7 +290,9 @@ class S3Destination:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            # Without s3:ListBucket, S3 answers 403 rather than 404 for a missing key; a
+            # real refusal then shows at the upload itself.
+            if _code(exc) in ("404", "NoSuchKey", "NotFound", *_ACCESS_CODES):
                 return False
             raise self._unavailable("HeadObject", exc) from None
         meta = head.get("Metadata", {})
@@ -375,10 +378,21 @@ class S3Destination:
     def _abort_leftovers(self, key: str) -> None:
         """Abort the incomplete uploads of ``key`` (a crashed run's): they would stay
         in the bucket, invisible and billed, for ever."""
-        listed = self._call(
-            "ListMultipartUploads", self.client.list_multipart_uploads, Bucket=self.bucket,
-            Prefix=key,
-        )  # fmt: skip
+        try:
+            listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        except Exception as exc:
+            if _code(exc) not in _ACCESS_CODES:
+                raise self._unavailable("ListMultipartUploads", exc) from None
+            if not self._warned_listing:
+                self._warned_listing = True
+                log.warning(
+                    "cannot list unfinished uploads in bucket %r (%s): the parts a crash "
+                    "leaves are not aborted; grant s3:ListBucketMultipartUploads or set an "
+                    "AbortIncompleteMultipartUpload lifecycle rule",
+                    self.bucket,
+                    _code(exc),
+                )
+            return
         for stale in listed.get("Uploads", []):
             if stale.get("Key") == key and "UploadId" in stale:
                 log.info("aborting an unfinished upload of %r left by an earlier run", key)
