@@ -10,6 +10,12 @@ pwrite, pwritev. Selected by environment variables (never STREAMSEND_*, which th
   argument, when it is a path, ends with ``<suffix>``. N is ``CRASH_NTH`` (default 1).
 - ``FAIL_ONCE=<names>:<ERRNO>``: the ``FAIL_NTH``-th (default 1) call of one of ``<names>``
   raises ``OSError(errno.<ERRNO>)`` instead of running; later calls run normally.
+- ``S3_CRASH_AFTER=<botocore operation>`` (e.g. ``UploadPart``, ``PutObject``,
+  ``CompleteMultipartUpload``): SIGKILL this process right after the ``S3_CRASH_NTH``-th
+  (default 1) call of that S3 operation that succeeded (returned a response, not an
+  error), by wrapping ``botocore.client.BaseClient._make_api_call``. With
+  ``DURABLE_LOG`` set, each successful call of that operation is logged as
+  ``s3 <operation>``.
 """
 
 from __future__ import annotations
@@ -101,8 +107,39 @@ def install() -> None:
             setattr(os, name, wrap(name, real))
 
 
+def install_s3() -> None:
+    """The ``S3_CRASH_AFTER`` hook (see the module docstring); no-op when it is unset."""
+    operation = os.environ.get("S3_CRASH_AFTER", "")
+    if not operation:
+        return
+    nth = int(os.environ.get("S3_CRASH_NTH", "1"))
+    log_path = os.environ.get("DURABLE_LOG", "")
+    from botocore.client import BaseClient
+
+    real = getattr(BaseClient, "_make_api_call")  # noqa: B009 (private, not in the stubs)
+    count = 0
+
+    @functools.wraps(real)
+    def watched(self: Any, operation_name: str, api_params: Any) -> Any:
+        nonlocal count
+        result = real(self, operation_name, api_params)
+        if operation_name == operation:
+            count += 1
+            if log_path:
+                with open(log_path, "a") as fp:
+                    fp.write(f"s3 {operation_name}\n")
+                    if count == nth:
+                        fp.write(f"KILLED after s3 {operation_name}\n")
+            if count == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(BaseClient, "_make_api_call", watched)  # noqa: B010
+
+
 if __name__ == "__main__":
     install()
+    install_s3()
     sys.argv = ["streamsend", *sys.argv[1:]]
     # Exactly what `python -m streamsend` runs, wherever main() lives.
     runpy.run_module("streamsend", run_name="__main__", alter_sys=True)
