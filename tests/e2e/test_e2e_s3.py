@@ -346,6 +346,50 @@ def test_outage_mid_upload_is_waited_out(
     assert down.stop() == 0, down.output()[-4000:]
 
 
+def test_s3_server_stopped_and_restarted_mid_upload(
+    pipeline: Pipeline, s3_outage_server: S3Server
+) -> None:
+    """The S3 server process is killed in the middle of a multipart upload and started
+    again, empty but for its bucket (moto keeps nothing): the upload under way is lost
+    with it, and the downloader, which waited, sends the file again in a fresh upload."""
+    source, out = pipeline.workdir / "in", pipeline.workdir / "out"
+    size = 26 * MIB + 555  # six parts
+    (path,) = build(source, {"restart.bin": size}).values()
+    key = "up1/restart.bin"
+    assert (up := pipeline.upload(source)).returncode == 0, explain(up)
+    props = {
+        "output.dir": str(out),
+        **s3_outage_server.properties("outage", **{"s3.part.size.bytes": str(PART)}),
+    }
+    client = s3_outage_server.client()
+    down = pipeline.start("download", props)
+    wait_for(
+        lambda: (
+            down.proc.poll() is not None
+            or bool(client.list_multipart_uploads(Bucket="outage").get("Uploads"))
+        ),
+        120,
+        "the multipart upload to begin",
+    )
+    s3_outage_server.stop()
+    assert down.proc.poll() is None, down.output()[-4000:]
+    wait_for(lambda: "consumption paused" in down.output(), 60, "the downloader to pause")
+    assert staged_parts(out), "the staged copy must wait for the store"
+    s3_outage_server.restart()
+    client = s3_outage_server.client()
+    wait_for(
+        lambda: key in s3_server_objects(client) or down.proc.poll() is not None,
+        180,
+        "the object after the restart",
+    )
+    assert down.proc.poll() is None, down.output()[-4000:]
+    assert s3_outage_server.objects("outage") == {key: size}
+    assert s3_outage_server.body("outage", key) == path.read_bytes()
+    assert client.list_multipart_uploads(Bucket="outage").get("Uploads", []) == []
+    wait_for(lambda: not staged_parts(out), 30, "the staged copy deleted")
+    assert down.stop() == 0, down.output()[-4000:]
+
+
 def s3_server_objects(client: Any) -> set[str]:
     return {o["Key"] for o in client.list_objects_v2(Bucket="outage").get("Contents", [])}
 

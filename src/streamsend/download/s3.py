@@ -18,7 +18,9 @@ the ledger applies):
 
 - an outage (no connection, 5xx, throttling, expired credentials) raises
   DestinationUnavailable: the round is retried with backoff; the parts this process
-  already sent are kept (in memory) and the upload goes on where it stopped;
+  already sent are kept (in memory) and the upload goes on where it stopped, unless the
+  store lost it (NoSuchUpload, or FRESH_UPLOAD_AFTER server errors in a row: a store
+  restarted empty), and then the file is sent in a fresh upload;
 - a crash mid-upload: the next run hands the file over again; the incomplete uploads
   left under its key are aborted and it is sent afresh;
 - a crash after the object was completed, before the staged copy was deleted: the next
@@ -58,6 +60,9 @@ MAX_PARTS = 10_000  # S3's limit per multipart upload
 MAX_KEY_BYTES = 1024  # S3's limit on a key
 DEFAULT_REGION = "us-east-1"
 PROBE_NAME = ".streamsend-probe-"
+# A multipart upload that gets this many server errors (5xx) in a row is given up and
+# the file sent in a fresh one: the store may have lost it without saying NoSuchUpload.
+FRESH_UPLOAD_AFTER = 3
 _MIB = 1024 * 1024
 # Error codes of a request refused for its credentials or rights.
 _ACCESS_CODES = {
@@ -146,6 +151,7 @@ class _Upload:
     upload_id: str
     part_size: int
     parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failures: int = 0  # server errors in a row on it
 
 
 class S3Destination:
@@ -421,17 +427,28 @@ class S3Destination:
     ) -> Any:
         """``method(**kwargs)``; an error becomes DestinationUnavailable (retried) or
         UnsafePath (a key S3 refuses). When S3 no longer knows the upload of transfer
-        ``forget`` (aborted by a lifecycle rule, a store that restarted empty), it is
-        started afresh next time."""
+        ``forget`` (aborted by a lifecycle rule, a store that restarted empty: answered
+        NoSuchUpload, or FRESH_UPLOAD_AFTER server errors in a row), it is started
+        afresh next time."""
+        upload = self._uploads.get(forget)
         try:
-            return method(**kwargs)
+            answer = method(**kwargs)
         except Exception as exc:
             code = _code(exc)
             if code in _KEY_CODES:
                 raise UnsafePath(f"S3 refuses its key: {code}") from None
-            if code == "NoSuchUpload":
+            if upload is not None and _status(exc) >= 500:
+                upload.failures += 1
+            if upload is not None and (
+                code == "NoSuchUpload" or upload.failures >= FRESH_UPLOAD_AFTER
+            ):
+                # Some stores answer a 5xx, not NoSuchUpload, for an upload they lost
+                # (restarted empty): after a few in a row, start a fresh one.
                 self._uploads.pop(forget, None)
             raise self._unavailable(operation, exc) from None
+        if upload is not None:
+            upload.failures = 0
+        return answer
 
     def _unavailable(self, operation: str, exc: Exception) -> DestinationUnavailable:
         code = _code(exc)
@@ -453,6 +470,14 @@ def _code(exc: BaseException) -> str:
     if not isinstance(response, dict):
         return ""
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: BaseException) -> int:
+    """The HTTP status of a botocore ClientError, else 0."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return 0
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
 def _message(exc: BaseException) -> str:
