@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -141,6 +142,23 @@ def count_records(bootstrap: str, topic: str) -> int:
 
 def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
+
+
+# A log line on stderr (text format), as opposed to the one error line of a failure.
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The exit code is ``status`` and stderr holds exactly one error line (log lines
+    aside) and no traceback; returns the message."""
+    assert result.returncode == status, explain(result)
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("streamsend: error: ")]
+    assert len(errors) == 1, explain(result)
+    others = [line for line in lines if line not in errors and not LOG_LINE.match(line)]
+    assert others == [], explain(result)
+    assert "Traceback" not in result.stderr
+    return errors[0]
 
 
 def wait_for_tree(source: Path, copy: Path, timeout: float = 120) -> list[str]:

@@ -4,7 +4,6 @@ code. And the two other ways to configure: a properties file and the environment
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -12,13 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from harness import Pipeline, age, count_records, create_topic, explain, write_random
+from harness import (
+    Pipeline,
+    age,
+    count_records,
+    create_topic,
+    explain,
+    one_line_error,
+    write_random,
+)
 from streamsend.errors import ExitStatus
 from streamsend.verify import compare_trees
 
 pytestmark = pytest.mark.kafka
-
-LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
 
 
 def streamsend(
@@ -33,19 +38,6 @@ def streamsend(
         timeout=timeout,
         env=environ,
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], status: ExitStatus) -> str:
-    """The exit code is ``status`` and stderr holds exactly one error line (log lines
-    aside) and no traceback; returns the message."""
-    assert result.returncode == status, explain(result)
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("streamsend: error: ")]
-    assert len(errors) == 1, explain(result)
-    others = [line for line in lines if line not in errors and not LOG_LINE.match(line)]
-    assert others == [], explain(result)
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 def upload_args(pipeline: Pipeline, input_dir: Path | str, *extra: str) -> list[str]:

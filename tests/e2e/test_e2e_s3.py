@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness import Pipeline, age, explain, wait_for, write_random
+from harness import Pipeline, age, explain, one_line_error, wait_for, write_random
 from s3server import S3Server
 from streamsend.errors import ExitStatus
 
@@ -31,7 +31,6 @@ pytestmark = pytest.mark.kafka
 MIB = 1 << 20
 PART = 5 * MIB  # s3.part.size.bytes: S3's minimum part size
 CRASHING_CLI = Path(__file__).parents[1] / "defects" / "crashing_cli.py"
-LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
 
 
 def build(root: Path, files: dict[str, int]) -> dict[str, Path]:
@@ -57,19 +56,6 @@ def delivered_locally(out: Path) -> list[str]:
         for p in out.rglob("*")
         if p.is_file() and ".streamsend" not in p.relative_to(out).parts
     )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], status: ExitStatus) -> str:
-    """As in test_e2e_cli_errors: the exit code is ``status``, stderr holds exactly one
-    error line (log lines aside) and no traceback; returns the message."""
-    assert result.returncode == status, explain(result)
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("streamsend: error: ")]
-    assert len(errors) == 1, explain(result)
-    others = [line for line in lines if line not in errors and not LOG_LINE.match(line)]
-    assert others == [], explain(result)
-    assert "Traceback" not in result.stderr
-    return errors[0]
 
 
 def closed_port() -> int:
