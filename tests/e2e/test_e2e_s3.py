@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -430,3 +431,34 @@ def crashing_download(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     (pipeline.logs / f"crashing-download-{operation}.log").write_text(done.stderr)
     return done
+
+
+def test_encrypted_files_are_delivered_to_s3_in_the_clear(
+    pipeline: Pipeline, s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """S3 is another delivery step behind the same staging and verification: files
+    encrypted end to end (and small ones packed) reach the bucket decrypted, whole."""
+    made = subprocess.run(
+        [sys.executable, "-m", "streamsend", "keygen", "-o", str(tmp_path / "id.key")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    source, out = pipeline.workdir / "in", pipeline.workdir / "out"
+    files = build(source, {"a/small.txt": 900, "b/small2.txt": 3000, "big.bin": 12 * MIB})
+    up = pipeline.upload(source, encryption_recipients=made.stdout.strip())
+    assert up.returncode == 0, explain(up)
+    props = s3_server.properties(
+        s3_bucket,
+        **{
+            "s3.part.size.bytes": str(PART),
+            "encryption.identity.file": str(tmp_path / "id.key"),
+        },
+    )
+    down = pipeline.download(out, **props)
+    assert down.returncode == 0, explain(down)
+    assert s3_server.objects(s3_bucket) == {f"up1/{r}": p.stat().st_size for r, p in files.items()}
+    for relative, path in files.items():
+        assert s3_server.body(s3_bucket, f"up1/{relative}") == path.read_bytes(), relative
+    assert staged_parts(out) == []
