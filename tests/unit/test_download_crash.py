@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashplan import Crash, CrashPlan
 
+from crashplan import Crash, CrashPlan
 from streamsend.config.loader import resolve
 from streamsend.config.settings import DownloaderSettings
 from streamsend.download import staging

@@ -24,7 +24,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from crashplan import Crash, CrashPlan
 from test_upload_support import (
     CHUNK,
     RecordingBroker,
@@ -37,6 +36,7 @@ from test_upload_support import (
     write,
 )
 
+from crashplan import Crash, CrashPlan
 from streamsend.transport.memory import MemoryTransport
 from streamsend.upload.service import Uploader
 
