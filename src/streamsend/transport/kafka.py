@@ -339,9 +339,19 @@ class Admin:
         )
         return True
 
-    def partition_count(self, topic: str) -> int:
-        md = self._client.list_topics(timeout=30)
-        return len(md.topics[topic].partitions)
+    def partition_count(self, topic: str, wait: float = 30.0) -> int:
+        """The topic's partition count. Each metadata request may go to another broker,
+        and right after a topic is created one whose metadata lags does not list it yet
+        (seen on a 3-node cluster): wait up to ``wait`` seconds for it."""
+        deadline = time.monotonic() + wait
+        while True:
+            md = self._client.list_topics(timeout=30)
+            found = md.topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return len(found.partitions)
+            if time.monotonic() > deadline:
+                raise KafkaFatal(f"topic {topic!r} is not in the cluster's metadata")
+            time.sleep(0.2)
 
     def topic_config(self, topic: str, names: Sequence[str]) -> dict[str, str]:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
