@@ -51,6 +51,7 @@ class S3Server:
         self.key_id, self.secret = "testing-key-id", "testing-secret"
         self._proc: subprocess.Popen[bytes] | None = None
         self._starts = 0
+        self._client: S3Client | None = None  # the administrator's, kept: one pool
 
     # -- process -----------------------------------------------------------------
 
@@ -85,6 +86,9 @@ class S3Server:
             self.client().create_bucket(Bucket=bucket)
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(30)
@@ -98,6 +102,15 @@ class S3Server:
     # -- clients and users ----------------------------------------------------------
 
     def client(self, key_id: str | None = None, secret: str | None = None) -> S3Client:
+        """The administrator's client (one, reused), or one signing with other keys."""
+        if key_id is None and secret is None and self._client is not None:
+            return self._client
+        made = self._new_client(key_id, secret)
+        if key_id is None and secret is None:
+            self._client = made
+        return made
+
+    def _new_client(self, key_id: str | None, secret: str | None) -> S3Client:
         import boto3
         from botocore.config import Config
 

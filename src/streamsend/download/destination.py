@@ -59,6 +59,9 @@ class Destination(Protocol):
     def finish_round(self) -> None:
         """Make the round's deliveries durable where that is done once per round."""
 
+    def close(self) -> None:
+        """Release connections (no durable step)."""
+
 
 class LocalDestination:
     """Files renamed into place under ``output.dir``."""
@@ -77,3 +80,6 @@ class LocalDestination:
 
     def finish_round(self) -> None:
         self.staging.sync_directories()
+
+    def close(self) -> None:
+        return None

@@ -272,6 +272,9 @@ class S3Destination:
         if self.keep_local:
             self.staging.sync_directories()
 
+    def close(self) -> None:
+        self.client.close()
+
     def _metadata(self, t: Transfer) -> dict[str, Any]:
         end = t.end
         assert end is not None

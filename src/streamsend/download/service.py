@@ -194,6 +194,7 @@ class Downloader:
             self.destination.check()
         except BaseException:
             self.lock.release()
+            self.destination.close()
             self.staging.close()
             raise
         server = serve_metrics(self.settings.metrics_port, self.metrics, self.heartbeat)
@@ -247,6 +248,7 @@ class Downloader:
             self._with_space(consumer, lambda: self._checkpoint(consumer))
         finally:
             consumer.close()
+            self.destination.close()
             self.staging.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
