@@ -245,7 +245,7 @@ class Downloader:
             self._consumer = consumer
             consumer.subscribe(self.settings.topic, self._on_assign, self._on_revoke(consumer))
             self._loop(consumer)
-            self._with_space(consumer, lambda: self._checkpoint(consumer))
+            self._retrying(consumer, lambda: self._checkpoint(consumer))
         finally:
             consumer.close()
             self.destination.close()
@@ -315,7 +315,7 @@ class Downloader:
                     self._banner()
                 assigned = True
             if record is not None:
-                if not self._with_space(consumer, functools.partial(self._handle, record)):
+                if not self._retrying(consumer, functools.partial(self._handle, record)):
                     break  # stopped while waiting for disk space; not committed
                 self.offsets.consumed((record.topic, record.partition), record.offset)
                 # Idle means no record: time spent storing one (or paused on a full disk
@@ -328,7 +328,7 @@ class Downloader:
                     or len(self._ready) >= DELIVERY_BATCH
                     or now - self._ready_since >= DELIVERY_MAX_WAIT_SECONDS
                 )
-                and not self._with_space(consumer, self._deliver_ready)
+                and not self._retrying(consumer, self._deliver_ready)
             ):
                 break
             self.transport.raise_if_fatal()
@@ -337,7 +337,7 @@ class Downloader:
                 next_progress = now + PROGRESS_EVERY_SECONDS
                 self._progress()
             if now - last_checkpoint >= commit_every:
-                self._with_space(consumer, lambda: self._checkpoint(consumer))
+                self._retrying(consumer, lambda: self._checkpoint(consumer))
                 last_checkpoint = time.monotonic()
             if now - last_upkeep >= min(60.0, self._expiry):
                 last_upkeep = now
@@ -356,7 +356,7 @@ class Downloader:
         if idle_limit:
             self._summary()
         if self.transfers and idle_limit:
-            self._with_space(consumer, lambda: self._checkpoint(consumer))
+            self._retrying(consumer, lambda: self._checkpoint(consumer))
             labels = [repr(t.label) for t in self.transfers.values()]
             raise TransferIncomplete(f"{len(labels)} file(s) incomplete: {listing(labels)}")
 
@@ -412,7 +412,7 @@ class Downloader:
 
     # -- waiting: disk full, destination unavailable --------------------------------
 
-    def _with_space(self, consumer: Consumer, action: Callable[[], None]) -> bool:
+    def _retrying(self, consumer: Consumer, action: Callable[[], None]) -> bool:
         """Run ``action``; while the disk is full or the destination unavailable, pause
         consumption (download/pause.py), free what can be freed, and retry: every
         DISK_RETRY_SECONDS for disk space, with backoff for the destination. False when
