@@ -67,6 +67,19 @@ def test_help_shows_required_and_default(capsys: pytest.CaptureFixture[str]) -> 
     assert "(default: no)" in out  # dry.run
 
 
+def test_an_empty_default_is_not_called_required(capsys: pytest.CaptureFixture[str]) -> None:
+    """Optional text properties default to empty (s3.bucket.name: S3 off); --help and
+    the docs said "required" of them."""
+    from streamsend.config.docs import render
+
+    out = " ".join(help_text("download", capsys).split())
+    for name in ("s3.bucket.name", "s3.prefix", "aws.access.key.id"):
+        shown = out.split(f"--{name} VALUE, --", 1)[1].split("(default: ", 1)[1]
+        assert shown.startswith("empty)"), (name, shown[:40])
+    row = next(line for line in render().splitlines() if line.startswith("| `s3.bucket.name`"))
+    assert "| *empty* |" in row, row
+
+
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = cli.main(argv)
     err = capsys.readouterr().err

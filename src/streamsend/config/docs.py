@@ -71,6 +71,8 @@ def _default(f: dataclasses.Field[object], s: Setting) -> str:
     text = default_text(f, s)
     if text is None:
         return "*required*"
+    if f.default == "":
+        return "*empty*"
     return text if s.default_text is not None else f"`{text}`"
 
 

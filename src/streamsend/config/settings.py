@@ -493,6 +493,8 @@ def default_text(f: dataclasses.Field[Any], s: Setting) -> str | None:
         return None if f.default_factory is dataclasses.MISSING else "computed at start-up"
     if isinstance(f.default, bool):
         return "yes" if f.default else "no"
+    if f.default == "":
+        return "empty"
     return str(f.default)
 
 
